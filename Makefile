@@ -1,0 +1,42 @@
+# kvmweb: `make run` starts the dashboard, `make test` runs every test. Both install what
+# is missing first (Debian packages, the .venv) and skip what is already there.
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+export PORT ?= 8000
+export KVMWEB_DATA_DIR ?= $(CURDIR)/var
+
+.PHONY: run test system-packages system-packages-test venv lint check worker clean
+
+run: system-packages venv
+	scripts/run-dashboard.sh
+
+test: system-packages-test venv
+	scripts/run-tests.sh
+
+system-packages:
+	scripts/system-packages.sh run
+
+system-packages-test:
+	scripts/system-packages.sh test
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+check: venv
+	$(VENV)/bin/python manage.py check
+	$(VENV)/bin/python manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

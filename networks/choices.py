@@ -1,0 +1,77 @@
+"""Every status and kind the app stores, in one place."""
+
+from django.db import models
+
+
+class OperationStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = (OperationStatus.QUEUED, OperationStatus.RUNNING)
+TERMINAL_STATUSES = (OperationStatus.SUCCEEDED, OperationStatus.FAILED, OperationStatus.CANCELLED)
+
+
+class OperationKind(models.TextChoices):
+    HOST_SYNC = "host.sync", "Sync host"
+    NETWORK_START = "network.start", "Start network"
+    NETWORK_STOP = "network.stop", "Stop network"
+    NETWORK_AUTOSTART = "network.autostart", "Set network autostart"
+    NETWORK_UNDEFINE = "network.undefine", "Undefine network"
+    NETWORK_CREATE = "network.create", "Create network"
+
+
+class AuditSource(models.TextChoices):
+    WEB = "web", "Web"
+    API = "api", "API"
+    TASK = "task", "Task"
+    SYSTEM = "system", "System"
+
+
+class HostStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Not synced yet"
+    REACHABLE = "reachable", "Reachable"
+    UNREACHABLE = "unreachable", "Unreachable"
+
+
+class ForwardMode(models.TextChoices):
+    NONE = "", "Isolated"
+    NAT = "nat", "NAT"
+    ROUTE = "route", "Routed"
+    OPEN = "open", "Open"
+    BRIDGE = "bridge", "Bridge"
+    PRIVATE = "private", "macvtap private"
+    VEPA = "vepa", "macvtap VEPA"
+    PASSTHROUGH = "passthrough", "macvtap passthrough"
+    HOSTDEV = "hostdev", "SR-IOV pool"
+
+
+class AddressFamily(models.TextChoices):
+    IPV4 = "ipv4", "IPv4"
+    IPV6 = "ipv6", "IPv6"
+
+
+class DnsRecordKind(models.TextChoices):
+    HOST = "host", "Host"
+    TXT = "txt", "TXT"
+    SRV = "srv", "SRV"
+
+
+class ForwardInterfaceKind(models.TextChoices):
+    INTERFACE = "interface", "Interface"
+    PF = "pf", "Physical function"
+    ADDRESS = "address", "PCI address (VF)"
+
+
+class GuestState(models.TextChoices):
+    RUNNING = "running", "Running"
+    BLOCKED = "blocked", "Blocked"
+    PAUSED = "paused", "Paused"
+    SHUTDOWN = "shutdown", "Shutting down"
+    SHUTOFF = "shutoff", "Shut off"
+    CRASHED = "crashed", "Crashed"
+    PMSUSPENDED = "pmsuspended", "Suspended"
+    NOSTATE = "nostate", "No state"

@@ -1,0 +1,1 @@
+"""The only package that imports libvirt. No Django, no Celery; frozen dataclasses out."""

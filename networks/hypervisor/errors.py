@@ -1,0 +1,38 @@
+"""Errors raised by the hypervisor layer, each marked retryable or permanent."""
+
+from __future__ import annotations
+
+
+class HypervisorError(Exception):
+    """A libvirt call failed. `retryable` says whether trying again later may help."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, code: int | None = None, retryable: bool | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class InvalidUri(HypervisorError):
+    """A host URI that kvmweb refuses to hand to libvirt."""
+
+
+class HostUnreachable(HypervisorError):
+    """The connection to the host could not be opened or was lost."""
+
+    retryable = True
+
+
+class NotFound(HypervisorError):
+    """The network, guest or device does not exist on the host."""
+
+
+class InvalidXml(HypervisorError):
+    """XML that cannot be parsed, or that kvmweb refuses to build."""
+
+
+class AlreadyExists(HypervisorError):
+    """An object with that name is already defined on the host."""

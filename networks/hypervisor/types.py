@@ -1,0 +1,141 @@
+"""Frozen values the hypervisor layer returns. Nothing here holds a libvirt object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DhcpRange:
+    start: str
+    end: str
+
+
+@dataclass(frozen=True)
+class DhcpHost:
+    ip: str
+    mac: str = ""
+    name: str = ""
+    host_id: str = ""  # IPv6 DUID/IAID reservations use id= instead of mac=
+
+
+@dataclass(frozen=True)
+class IpConfig:
+    address: str
+    prefix: int
+    family: str  # "ipv4" or "ipv6"
+    dhcp_ranges: tuple[DhcpRange, ...] = ()
+    dhcp_hosts: tuple[DhcpHost, ...] = ()
+
+
+@dataclass(frozen=True)
+class DnsRecord:
+    kind: str  # "host", "txt" or "srv"
+    name: str  # hostnames (space separated), TXT name, or SRV service
+    value: str = ""  # host IP, TXT value, or SRV target
+    protocol: str = ""
+    domain: str = ""
+    port: int | None = None
+    priority: int | None = None
+    weight: int | None = None
+
+
+@dataclass(frozen=True)
+class Portgroup:
+    name: str
+    is_default: bool = False
+    vlan_tags: tuple[int, ...] = ()
+    inbound_average: int | None = None
+    outbound_average: int | None = None
+    xml: str = ""
+
+
+@dataclass(frozen=True)
+class ForwardInterface:
+    kind: str  # "interface", "pf" or "address"
+    dev: str = ""
+    pci_address: str = ""
+    connections: int | None = None
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    uuid: str
+    forward_mode: str = ""
+    forward_dev: str = ""
+    bridge: str = ""
+    stp: bool | None = None
+    mtu: int | None = None
+    domain_name: str = ""
+    connections: int = 0
+    ips: tuple[IpConfig, ...] = ()
+    dns_records: tuple[DnsRecord, ...] = ()
+    portgroups: tuple[Portgroup, ...] = ()
+    forward_interfaces: tuple[ForwardInterface, ...] = ()
+    active: bool = False
+    autostart: bool = False
+    persistent: bool = True
+    live_xml: str = ""
+    inactive_xml: str = ""
+
+
+@dataclass(frozen=True)
+class GuestInterface:
+    type: str
+    mac: str = ""
+    source: str = ""  # network name, bridge name, host device, or PCI address
+    model: str = ""
+    target_dev: str = ""
+    vlan_tags: tuple[int, ...] = ()
+    portgroup: str = ""
+
+
+@dataclass(frozen=True)
+class GuestInfo:
+    name: str
+    uuid: str
+    state: str
+    interfaces: tuple[GuestInterface, ...] = ()
+    hostdev_addresses: tuple[str, ...] = ()
+    xml: str = ""
+
+
+@dataclass(frozen=True)
+class NodeDeviceInfo:
+    name: str
+    parent: str = ""
+    capability: str = ""
+    pci_address: str = ""
+    driver: str = ""
+    vendor: str = ""
+    product: str = ""
+    iommu_group: int | None = None
+    pf_address: str = ""
+    vf_addresses: tuple[str, ...] = ()
+    vf_max: int | None = None
+    net_interface: str = ""
+    net_mac: str = ""
+    xml: str = ""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    hostname: str = ""
+    hypervisor_type: str = ""
+    hypervisor_version: str = ""
+    libvirt_version: str = ""
+    cpu_model: str = ""
+    cpus: int | None = None
+    memory_mib: int | None = None
+    host_bridges: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostInventory:
+    facts: HostFacts
+    networks: tuple[NetworkInfo, ...] = ()
+    guests: tuple[GuestInfo, ...] = ()
+    devices: tuple[NodeDeviceInfo, ...] = ()
+    # Optional facts that could not be read: the sync records them and keeps the rest.
+    warnings: tuple[str, ...] = field(default=())

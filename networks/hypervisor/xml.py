@@ -1,0 +1,297 @@
+"""Reading libvirt XML into typed values, and building it, with lxml only."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from lxml import etree
+
+from .errors import InvalidXml
+from .types import (
+    DhcpHost,
+    DhcpRange,
+    DnsRecord,
+    ForwardInterface,
+    GuestInfo,
+    GuestInterface,
+    IpConfig,
+    NetworkInfo,
+    NodeDeviceInfo,
+    Portgroup,
+)
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
+
+
+def parse(xml: str) -> etree._Element:
+    try:
+        return etree.fromstring(xml.encode(), _PARSER)
+    except etree.XMLSyntaxError as error:
+        raise InvalidXml(f"Malformed XML: {error}") from error
+
+
+def to_string(element: etree._Element) -> str:
+    return etree.tostring(element, pretty_print=True, encoding="unicode")
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    return int(value, 0)
+
+
+def pci_address(element: etree._Element | None) -> str:
+    """`<address domain='0x0000' bus='0x02' slot='0x10' function='0x1'/>` as 0000:02:10.1."""
+    if element is None or element.get("bus") is None:
+        return ""
+    domain = _int_or_none(element.get("domain")) or 0
+    bus = _int_or_none(element.get("bus")) or 0
+    slot = _int_or_none(element.get("slot")) or 0
+    function = _int_or_none(element.get("function")) or 0
+    return f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}"
+
+
+# ---------------------------------------------------------------- networks
+
+
+def parse_network(live_xml: str, inactive_xml: str = "", **state) -> NetworkInfo:
+    """A network's parsed configuration; `state` carries active/autostart/persistent."""
+    root = parse(live_xml)
+    forward = root.find("forward")
+    bridge = root.find("bridge")
+    mtu = root.find("mtu")
+    return NetworkInfo(
+        name=root.findtext("name", ""),
+        uuid=root.findtext("uuid", ""),
+        forward_mode=_forward_mode(forward),
+        forward_dev=forward.get("dev", "") if forward is not None else "",
+        bridge=bridge.get("name", "") if bridge is not None else "",
+        stp=_stp(bridge),
+        mtu=_int_or_none(mtu.get("size")) if mtu is not None else None,
+        domain_name=root.find("domain").get("name", "") if root.find("domain") is not None else "",
+        connections=_int_or_none(root.get("connections")) or 0,
+        ips=tuple(_parse_ip(ip) for ip in root.findall("ip")),
+        dns_records=_parse_dns(root.find("dns")),
+        portgroups=tuple(_parse_portgroup(pg) for pg in root.findall("portgroup")),
+        forward_interfaces=_parse_forward_interfaces(forward),
+        live_xml=live_xml,
+        inactive_xml=inactive_xml or live_xml,
+        **state,
+    )
+
+
+def _forward_mode(forward: etree._Element | None) -> str:
+    if forward is None:
+        return ""  # no <forward>: an isolated network
+    return forward.get("mode", "nat")  # libvirt's default forward mode is nat
+
+
+def _stp(bridge: etree._Element | None) -> bool | None:
+    if bridge is None or bridge.get("stp") is None:
+        return None
+    return bridge.get("stp") == "on"
+
+
+def _parse_ip(ip: etree._Element) -> IpConfig:
+    family = ip.get("family") or ("ipv6" if ":" in ip.get("address", "") else "ipv4")
+    address = ip.get("address", "")
+    if ip.get("prefix"):
+        prefix = int(ip.get("prefix"))
+    elif ip.get("netmask"):
+        prefix = ipaddress.IPv4Network(f"0.0.0.0/{ip.get('netmask')}").prefixlen
+    else:
+        prefix = 24 if family == "ipv4" else 64
+    dhcp = ip.find("dhcp")
+    ranges = hosts = ()
+    if dhcp is not None:
+        ranges = tuple(DhcpRange(r.get("start", ""), r.get("end", "")) for r in dhcp.findall("range"))
+        hosts = tuple(_parse_dhcp_host(h) for h in dhcp.findall("host"))
+    return IpConfig(address, prefix, family, ranges, hosts)
+
+
+def _parse_dhcp_host(host: etree._Element) -> DhcpHost:
+    return DhcpHost(
+        ip=host.get("ip", ""),
+        mac=(host.get("mac") or "").lower(),
+        name=host.get("name", ""),
+        host_id=host.get("id", ""),
+    )
+
+
+def _parse_dns(dns: etree._Element | None) -> tuple[DnsRecord, ...]:
+    if dns is None:
+        return ()
+    records = []
+    for host in dns.findall("host"):
+        names = " ".join(h.text or "" for h in host.findall("hostname"))
+        records.append(DnsRecord("host", names, host.get("ip", "")))
+    for txt in dns.findall("txt"):
+        records.append(DnsRecord("txt", txt.get("name", ""), txt.get("value", "")))
+    for srv in dns.findall("srv"):
+        records.append(_parse_srv(srv))
+    return tuple(records)
+
+
+def _parse_srv(srv: etree._Element) -> DnsRecord:
+    return DnsRecord(
+        "srv",
+        srv.get("service", ""),
+        srv.get("target", ""),
+        protocol=srv.get("protocol", ""),
+        domain=srv.get("domain", ""),
+        port=_int_or_none(srv.get("port")),
+        priority=_int_or_none(srv.get("priority")),
+        weight=_int_or_none(srv.get("weight")),
+    )
+
+
+def _parse_portgroup(pg: etree._Element) -> Portgroup:
+    return Portgroup(
+        name=pg.get("name", ""),
+        is_default=pg.get("default") == "yes",
+        vlan_tags=tuple(int(tag.get("id")) for tag in pg.findall("vlan/tag")),
+        inbound_average=_int_or_none(pg.xpath("string(bandwidth/inbound/@average)")),
+        outbound_average=_int_or_none(pg.xpath("string(bandwidth/outbound/@average)")),
+        xml=to_string(pg),
+    )
+
+
+def _parse_forward_interfaces(forward: etree._Element | None) -> tuple[ForwardInterface, ...]:
+    if forward is None:
+        return ()
+    found = []
+    for iface in forward.findall("interface"):
+        found.append(ForwardInterface("interface", dev=iface.get("dev", ""), connections=_connections(iface)))
+    for pf in forward.findall("pf"):
+        found.append(ForwardInterface("pf", dev=pf.get("dev", ""), connections=_connections(pf)))
+    for address in forward.findall("address"):
+        found.append(ForwardInterface("address", pci_address=pci_address(address), connections=_connections(address)))
+    return tuple(found)
+
+
+def _connections(element: etree._Element) -> int | None:
+    return _int_or_none(element.get("connections"))
+
+
+def build_network_xml(
+    *,
+    name: str,
+    forward_mode: str = "nat",
+    bridge: str = "",
+    stp: bool = False,
+    ips: tuple[IpConfig, ...] = (),
+    domain_name: str = "",
+) -> str:
+    """XML for a NAT, routed, open or isolated network (forward_mode "" is isolated)."""
+    root = etree.Element("network")
+    etree.SubElement(root, "name").text = name
+    if forward_mode:
+        etree.SubElement(root, "forward", mode=forward_mode)
+    bridge_attrs = {"stp": "on" if stp else "off", "delay": "0"}
+    if bridge:
+        bridge_attrs = {"name": bridge, **bridge_attrs}
+    etree.SubElement(root, "bridge", bridge_attrs)
+    if domain_name:
+        etree.SubElement(root, "domain", name=domain_name)
+    for ip in ips:
+        root.append(_build_ip(ip))
+    return to_string(root)
+
+
+def _build_ip(ip: IpConfig) -> etree._Element:
+    attrs = {"address": ip.address, "prefix": str(ip.prefix)}
+    if ip.family == "ipv6":
+        attrs["family"] = "ipv6"
+    element = etree.Element("ip", attrs)
+    if ip.dhcp_ranges or ip.dhcp_hosts:
+        dhcp = etree.SubElement(element, "dhcp")
+        for dhcp_range in ip.dhcp_ranges:
+            etree.SubElement(dhcp, "range", start=dhcp_range.start, end=dhcp_range.end)
+        for host in ip.dhcp_hosts:
+            dhcp.append(build_dhcp_host(host))
+    return element
+
+
+def build_dhcp_host(host: DhcpHost) -> etree._Element:
+    attrs = {key: value for key, value in (("mac", host.mac), ("id", host.host_id), ("name", host.name)) if value}
+    attrs["ip"] = host.ip
+    return etree.Element("host", attrs)
+
+
+# ---------------------------------------------------------------- guests
+
+
+def parse_domain(xml: str, state: str) -> GuestInfo:
+    root = parse(xml)
+    return GuestInfo(
+        name=root.findtext("name", ""),
+        uuid=root.findtext("uuid", ""),
+        state=state,
+        interfaces=tuple(parse_interface(iface) for iface in root.findall("devices/interface")),
+        hostdev_addresses=tuple(
+            pci_address(hd.find("source/address")) for hd in root.findall("devices/hostdev[@type='pci']")
+        ),
+        xml=xml,
+    )
+
+
+def parse_interface(iface: etree._Element) -> GuestInterface:
+    source = iface.find("source")
+    return GuestInterface(
+        type=iface.get("type", ""),
+        mac=(iface.xpath("string(mac/@address)") or "").lower(),
+        source=_interface_source(iface.get("type", ""), source),
+        model=iface.xpath("string(model/@type)"),
+        target_dev=iface.xpath("string(target/@dev)"),
+        vlan_tags=tuple(int(tag.get("id")) for tag in iface.findall("vlan/tag")),
+        portgroup=source.get("portgroup", "") if source is not None else "",
+    )
+
+
+def _interface_source(kind: str, source: etree._Element | None) -> str:
+    if source is None:
+        return ""
+    if kind == "hostdev":
+        return pci_address(source.find("address"))
+    for attribute in ("network", "bridge", "dev"):
+        if source.get(attribute):
+            return source.get(attribute)
+    return ""
+
+
+# ---------------------------------------------------------------- node devices
+
+
+def parse_node_device(xml: str) -> NodeDeviceInfo:
+    root = parse(xml)
+    capability = root.find("capability")
+    kind = capability.get("type", "") if capability is not None else ""
+    values = {"name": root.findtext("name", ""), "parent": root.findtext("parent", ""), "capability": kind}
+    values["driver"] = root.findtext("driver/name", "")
+    if kind == "pci":
+        values.update(_pci_values(capability))
+    elif kind == "net":
+        values["net_interface"] = capability.findtext("interface", "")
+        values["net_mac"] = (capability.findtext("address", "") or "").lower()
+    return NodeDeviceInfo(xml=xml, **values)
+
+
+def _pci_values(cap: etree._Element) -> dict:
+    address = etree.Element(
+        "address",
+        domain=cap.findtext("domain", "0"),
+        bus=cap.findtext("bus", "0"),
+        slot=cap.findtext("slot", "0"),
+        function=cap.findtext("function", "0"),
+    )
+    group = cap.find("iommuGroup")
+    vfs = cap.find("capability[@type='virt_functions']")
+    return {
+        "pci_address": pci_address(address),
+        "vendor": cap.findtext("vendor", ""),
+        "product": cap.findtext("product", ""),
+        "iommu_group": _int_or_none(group.get("number")) if group is not None else None,
+        "pf_address": pci_address(cap.find("capability[@type='phys_function']/address")),
+        "vf_addresses": tuple(pci_address(a) for a in vfs.findall("address")) if vfs is not None else (),
+        "vf_max": _int_or_none(vfs.get("maxCount")) if vfs is not None else None,
+    }

@@ -1,0 +1,22 @@
+from .audit import AuditEvent
+from .devices import NodeDevice
+from .guests import Guest, GuestInterface
+from .hosts import Host
+from .networks import DhcpRange, DhcpReservation, DnsRecord, ForwardInterface, Network, NetworkIp, Portgroup
+from .operations import Operation
+
+__all__ = [
+    "AuditEvent",
+    "DhcpRange",
+    "DhcpReservation",
+    "DnsRecord",
+    "ForwardInterface",
+    "Guest",
+    "GuestInterface",
+    "Host",
+    "Network",
+    "NetworkIp",
+    "NodeDevice",
+    "Operation",
+    "Portgroup",
+]

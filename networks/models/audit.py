@@ -1,0 +1,53 @@
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from networks.choices import AuditSource
+
+
+class AppendOnlyError(Exception):
+    """Raised when code tries to change or delete an audit event."""
+
+
+class AuditEvent(models.Model):
+    """Who asked for what change, when, why, and how it ended. Append-only.
+
+    `action` is a dotted code such as `network.start.succeeded`. The actor's name is
+    copied so the record survives the user's removal.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_name = models.CharField(max_length=150, blank=True)
+    source = models.CharField(max_length=10, choices=AuditSource.choices)
+    action = models.CharField(max_length=100, db_index=True)
+    host = models.ForeignKey("networks.Host", null=True, blank=True, on_delete=models.SET_NULL)
+    host_name = models.CharField(max_length=100, blank=True)
+    object_type = models.CharField(max_length=50)
+    object_name = models.CharField(max_length=255, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+    operation = models.ForeignKey(
+        "networks.Operation", null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    before_xml = models.TextField(blank=True)
+    after_xml = models.TextField(blank=True)
+    detail = models.TextField(blank=True, help_text="Outcome details, e.g. libvirt's error")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action} {self.object_name}"
+
+    # Append-only is an invariant of the record itself, so it is enforced here and not
+    # only in the services: nothing in the app may rewrite history.
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise AppendOnlyError("Audit events cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def get_absolute_url(self) -> str:
+        return reverse("networks:audit_detail", args=[self.pk])
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Audit events cannot be deleted.")

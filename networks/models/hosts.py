@@ -1,0 +1,38 @@
+from django.db import models
+from django.urls import reverse
+
+from networks.choices import HostStatus
+
+
+class Host(models.Model):
+    """A hypervisor host reached through a libvirt URI. Its facts come from the last sync."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    uri = models.CharField(max_length=500, help_text="libvirt URI, e.g. qemu+ssh://root@kvm1/system")
+    queue = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Celery queue of a worker running on this host; empty for the central workers.",
+    )
+    status = models.CharField(max_length=20, choices=HostStatus.choices, default=HostStatus.UNKNOWN)
+    last_error = models.TextField(blank=True)
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    hypervisor_type = models.CharField(max_length=50, blank=True)
+    hypervisor_version = models.CharField(max_length=50, blank=True)
+    libvirt_version = models.CharField(max_length=50, blank=True)
+    cpu_model = models.CharField(max_length=100, blank=True)
+    cpus = models.PositiveIntegerField(null=True, blank=True)
+    memory_mib = models.PositiveBigIntegerField(null=True, blank=True)
+    host_bridges = models.JSONField(default=list, blank=True)
+    sync_warnings = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("networks:host_detail", args=[self.pk])

@@ -1,0 +1,149 @@
+from django.db import models
+from django.urls import reverse
+
+from networks.choices import AddressFamily, DnsRecordKind, ForwardInterfaceKind, ForwardMode
+
+
+class Network(models.Model):
+    """A libvirt network as last read from its host (the mirror; the host is the truth)."""
+
+    host = models.ForeignKey("networks.Host", on_delete=models.CASCADE, related_name="networks")
+    name = models.CharField(max_length=255)
+    uuid = models.CharField(max_length=36, blank=True)
+    forward_mode = models.CharField(max_length=20, choices=ForwardMode.choices, blank=True)
+    forward_dev = models.CharField(max_length=100, blank=True)
+    bridge = models.CharField(max_length=100, blank=True)
+    stp = models.BooleanField(null=True)
+    mtu = models.PositiveIntegerField(null=True, blank=True)
+    domain_name = models.CharField(max_length=255, blank=True)
+    active = models.BooleanField(default=False)
+    autostart = models.BooleanField(default=False)
+    persistent = models.BooleanField(default=True)
+    connections = models.PositiveIntegerField(default=0)
+    live_xml = models.TextField(blank=True)
+    inactive_xml = models.TextField(blank=True)
+    drifted = models.BooleanField(default=False, help_text="The running config differs from the persistent one.")
+    synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["host", "name"], name="network_unique_name_per_host")]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.host.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("networks:network_detail", args=[self.pk])
+
+    @property
+    def mode_label(self) -> str:
+        return ForwardMode(self.forward_mode).label if self.forward_mode in ForwardMode.values else self.forward_mode
+
+
+class NetworkIp(models.Model):
+    """One `<ip>` element; `position` is its index among all `<ip>` elements (net-update's parentIndex)."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="ips")
+    position = models.PositiveSmallIntegerField()
+    address = models.GenericIPAddressField()
+    prefix = models.PositiveSmallIntegerField()
+    family = models.CharField(max_length=4, choices=AddressFamily.choices)
+
+    class Meta:
+        ordering = ["network", "position"]
+        constraints = [models.UniqueConstraint(fields=["network", "position"], name="ip_unique_position")]
+
+    def __str__(self) -> str:
+        return f"{self.address}/{self.prefix}"
+
+
+class DhcpRange(models.Model):
+    """A dynamic DHCP range of one `<ip>`."""
+
+    ip = models.ForeignKey(NetworkIp, on_delete=models.CASCADE, related_name="dhcp_ranges")
+    start = models.GenericIPAddressField()
+    end = models.GenericIPAddressField()
+
+    class Meta:
+        ordering = ["ip", "start"]
+
+    def __str__(self) -> str:
+        return f"{self.start} - {self.end}"
+
+
+class DhcpReservation(models.Model):
+    """A static DHCP host entry (IPv4: mac+ip; IPv6: id or name + ip)."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="dhcp_reservations")
+    ip = models.ForeignKey(NetworkIp, on_delete=models.CASCADE, related_name="dhcp_reservations")
+    address = models.GenericIPAddressField()
+    mac = models.CharField(max_length=17, blank=True)
+    host_id = models.CharField(max_length=255, blank=True)
+    name = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["network", "address"]
+        constraints = [
+            models.UniqueConstraint(fields=["network", "address"], name="reservation_unique_ip"),
+            models.UniqueConstraint(
+                fields=["network", "mac"], condition=~models.Q(mac=""), name="reservation_unique_mac"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mac or self.host_id or self.name} -> {self.address}"
+
+
+class DnsRecord(models.Model):
+    """A DNS host, TXT or SRV record served by the network's dnsmasq."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="dns_records")
+    kind = models.CharField(max_length=4, choices=DnsRecordKind.choices)
+    name = models.CharField(max_length=500, help_text="Hostnames, TXT name or SRV service")
+    value = models.CharField(max_length=500, blank=True, help_text="Host IP, TXT value or SRV target")
+    protocol = models.CharField(max_length=10, blank=True)
+    domain = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    priority = models.PositiveIntegerField(null=True, blank=True)
+    weight = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["network", "kind", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} {self.value}"
+
+
+class Portgroup(models.Model):
+    """A named set of interface settings (VLAN, bandwidth) guests can pick."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="portgroups")
+    name = models.CharField(max_length=255)
+    is_default = models.BooleanField(default=False)
+    vlan_tags = models.JSONField(default=list, blank=True)
+    inbound_average = models.PositiveIntegerField(null=True, blank=True, help_text="KiB/s")
+    outbound_average = models.PositiveIntegerField(null=True, blank=True, help_text="KiB/s")
+    xml = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["network", "name"]
+        constraints = [models.UniqueConstraint(fields=["network", "name"], name="portgroup_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ForwardInterface(models.Model):
+    """A `<forward>` child: an interface, an SR-IOV PF, or a VF's PCI address."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="forward_interfaces")
+    kind = models.CharField(max_length=10, choices=ForwardInterfaceKind.choices)
+    dev = models.CharField(max_length=100, blank=True)
+    pci_address = models.CharField(max_length=20, blank=True)
+    connections = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["network", "kind", "dev", "pci_address"]
+
+    def __str__(self) -> str:
+        return self.dev or self.pci_address

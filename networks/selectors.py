@@ -1,0 +1,117 @@
+"""Read queries shared by pages and the API, each in a bounded number of queries."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+
+from networks.choices import GuestState
+from networks.models import (
+    AuditEvent,
+    DhcpReservation,
+    Guest,
+    GuestInterface,
+    Host,
+    Network,
+    NetworkIp,
+    NodeDevice,
+    Operation,
+)
+
+RUNNING_STATES = (GuestState.RUNNING, GuestState.BLOCKED, GuestState.PAUSED)
+
+
+def host_list() -> QuerySet[Host]:
+    return Host.objects.annotate(
+        network_count=Count("networks", distinct=True), guest_count=Count("guests", distinct=True)
+    ).order_by("name")
+
+
+def network_list(*, host_id=None, mode=None, state=None, search=None) -> QuerySet[Network]:
+    networks = Network.objects.select_related("host").annotate(
+        guest_count=Count("guest_interfaces__guest", distinct=True)
+    )
+    if host_id:
+        networks = networks.filter(host_id=host_id)
+    if mode is not None and mode != "all":
+        networks = networks.filter(forward_mode=mode)
+    if state == "active":
+        networks = networks.filter(active=True)
+    elif state == "inactive":
+        networks = networks.filter(active=False)
+    if search:
+        networks = networks.filter(Q(name__icontains=search) | Q(bridge__icontains=search))
+    return networks.order_by("host__name", "name")
+
+
+def network_detail_queryset() -> QuerySet[Network]:
+    ips = NetworkIp.objects.prefetch_related("dhcp_ranges", "dhcp_reservations")
+    return Network.objects.select_related("host").prefetch_related(
+        Prefetch("ips", queryset=ips),
+        "dns_records",
+        "portgroups",
+        "forward_interfaces",
+        Prefetch("guest_interfaces", queryset=GuestInterface.objects.select_related("guest").order_by("guest__name")),
+    )
+
+
+def network_reservations(network: Network) -> QuerySet[DhcpReservation]:
+    return network.dhcp_reservations.select_related("ip").order_by("ip__position", "address")
+
+
+def running_guests_on_network(network: Network) -> QuerySet[Guest]:
+    return (
+        Guest.objects.filter(interfaces__network=network, state__in=RUNNING_STATES)
+        .distinct()
+        .order_by("name")
+        .prefetch_related(Prefetch("interfaces", queryset=GuestInterface.objects.filter(network=network)))
+    )
+
+
+def guest_list(*, host_id=None, search=None) -> QuerySet[Guest]:
+    guests = Guest.objects.select_related("host").annotate(interface_count=Count("interfaces"))
+    if host_id:
+        guests = guests.filter(host_id=host_id)
+    if search:
+        guests = guests.filter(name__icontains=search)
+    return guests.order_by("host__name", "name")
+
+
+def guest_detail_queryset() -> QuerySet[Guest]:
+    return Guest.objects.select_related("host").prefetch_related(
+        Prefetch("interfaces", queryset=GuestInterface.objects.select_related("network"))
+    )
+
+
+def node_device_list(*, host_id=None) -> QuerySet[NodeDevice]:
+    devices = NodeDevice.objects.select_related("host", "physical_function").annotate(
+        vf_count=Count("virtual_functions")
+    )
+    if host_id:
+        devices = devices.filter(host_id=host_id)
+    return devices.order_by("host__name", "capability", "pci_address", "name")
+
+
+def operation_list(*, host_id=None, status=None, network_id=None) -> QuerySet[Operation]:
+    operations = Operation.objects.select_related("host", "network")
+    if host_id:
+        operations = operations.filter(host_id=host_id)
+    if status:
+        operations = operations.filter(status=status)
+    if network_id:
+        operations = operations.filter(network_id=network_id)
+    return operations
+
+
+def audit_list(*, action=None, actor=None, host_id=None, source=None, search=None) -> QuerySet[AuditEvent]:
+    events = AuditEvent.objects.select_related("operation")
+    if action:
+        events = events.filter(action__startswith=action)
+    if actor:
+        events = events.filter(actor_name=actor)
+    if host_id:
+        events = events.filter(host_id=host_id)
+    if source:
+        events = events.filter(source=source)
+    if search:
+        events = events.filter(Q(object_name__icontains=search) | Q(message__icontains=search))
+    return events

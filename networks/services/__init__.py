@@ -1,0 +1,1 @@
+"""Business rules: validate, write rows, audit, request Operations."""

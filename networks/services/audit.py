@@ -1,0 +1,44 @@
+"""Writing audit events. Every service that changes something calls `audit_record`."""
+
+from __future__ import annotations
+
+from networks.choices import AuditSource
+from networks.models import AuditEvent, Host, Operation
+
+
+def actor_name(actor) -> str:
+    return actor.get_username() if actor is not None and actor.is_authenticated else ""
+
+
+def audit_record(
+    *,
+    action: str,
+    source: str,
+    object_type: str,
+    object_name: str = "",
+    actor=None,
+    host: Host | None = None,
+    message: str = "",
+    operation: Operation | None = None,
+    before_xml: str = "",
+    after_xml: str = "",
+    detail: str = "",
+) -> AuditEvent:
+    """Append one audit event."""
+    if source not in AuditSource.values:
+        raise ValueError(f"Unknown audit source {source!r}")
+    return AuditEvent.objects.create(
+        action=action,
+        source=source,
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        actor_name=actor_name(actor),
+        host=host,
+        host_name=host.name if host else "",
+        object_type=object_type,
+        object_name=object_name,
+        message=message[:500],
+        operation=operation,
+        before_xml=before_xml,
+        after_xml=after_xml,
+        detail=detail,
+    )

@@ -1,0 +1,60 @@
+"""Adding, removing and syncing hosts."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from networks.choices import ACTIVE_STATUSES, OperationKind
+from networks.hypervisor.client import validate_uri
+from networks.hypervisor.errors import InvalidUri
+from networks.models import Host, Operation
+
+from .audit import audit_record
+from .operations import host_lock_key, operation_request
+
+
+def clean_uri(uri: str) -> str:
+    """The URI if kvmweb accepts it; a ValidationError on `uri` otherwise."""
+    try:
+        return validate_uri(uri)
+    except InvalidUri as error:
+        raise ValidationError({"uri": str(error)}) from None
+
+
+def host_create(*, name: str, uri: str, actor, source: str, queue: str = "", sync: bool = True) -> Host:
+    """Register a host and, by default, request its first sync."""
+    host = Host(name=name, uri=clean_uri(uri), queue=queue)
+    host.full_clean()
+    with transaction.atomic():
+        host.save()
+        audit_record(action="host.create", source=source, actor=actor, host=host, object_type="host", object_name=name)
+        if sync:
+            host_request_sync(host=host, actor=actor, source=source)
+    return host
+
+
+def host_delete(*, host: Host, actor, source: str) -> None:
+    """Forget a host and its mirror. Nothing on the hypervisor changes."""
+    with transaction.atomic():
+        audit_record(
+            action="host.delete", source=source, actor=actor, host=host, object_type="host", object_name=host.name
+        )
+        host.delete()
+
+
+def host_request_sync(*, host: Host, actor, source: str, message: str = "") -> Operation:
+    """Request a sync, or return the one already waiting or running for this host."""
+    pending = Operation.objects.filter(host=host, kind=OperationKind.HOST_SYNC, status__in=ACTIVE_STATUSES).first()
+    if pending is not None:
+        return pending
+    return operation_request(
+        kind=OperationKind.HOST_SYNC,
+        host=host,
+        actor=actor,
+        source=source,
+        lock_key=host_lock_key(host),
+        target_name=host.name,
+        object_type="host",
+        message=message,
+    )

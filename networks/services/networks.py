@@ -1,0 +1,177 @@
+"""Network lifecycle: requests (validated, audited) and the runners the worker calls."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from networks import selectors
+from networks.choices import OperationKind
+from networks.hypervisor import client, xml
+from networks.hypervisor import networks as hv_networks
+from networks.hypervisor.types import DhcpRange, IpConfig
+from networks.models import Host, Network, Operation
+
+from .operations import OperationRejected, Outcome, Progress, network_lock_key, operation_request
+from .sync import mirror_network
+
+NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
+BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ is 16 with the NUL
+
+
+def _request(kind: str, network: Network, actor, source: str, message: str, params: dict | None = None) -> Operation:
+    return operation_request(
+        kind=kind,
+        host=network.host,
+        network=network,
+        actor=actor,
+        source=source,
+        lock_key=network_lock_key(network.host, network.name),
+        params=params,
+        message=message,
+        before_xml=network.inactive_xml or network.live_xml,
+    )
+
+
+def network_request_start(*, network: Network, actor, source: str, message: str = "") -> Operation:
+    return _request(OperationKind.NETWORK_START, network, actor, source, message)
+
+
+def network_request_stop(*, network: Network, actor, source: str, message: str = "") -> Operation:
+    return _request(OperationKind.NETWORK_STOP, network, actor, source, message)
+
+
+def network_request_autostart(*, network: Network, enabled: bool, actor, source: str, message: str = "") -> Operation:
+    if not network.persistent:
+        raise OperationRejected("A transient network cannot be marked autostart; define it first.")
+    return _request(OperationKind.NETWORK_AUTOSTART, network, actor, source, message, {"enabled": bool(enabled)})
+
+
+def network_request_undefine(*, network: Network, actor, source: str, message: str = "") -> Operation:
+    return _request(OperationKind.NETWORK_UNDEFINE, network, actor, source, message)
+
+
+def network_request_create(
+    *,
+    host: Host,
+    name: str,
+    actor,
+    source: str,
+    forward_mode: str = "nat",
+    bridge: str = "",
+    ipv4_cidr: str = "",
+    dhcp: bool = True,
+    start: bool = True,
+    autostart: bool = False,
+    message: str = "",
+) -> Operation:
+    """Create a NAT, routed, open or isolated network with an optional IPv4 subnet and DHCP."""
+    if not NETWORK_NAME_RE.match(name or ""):
+        raise OperationRejected("Network names use letters, digits, '.', '_' and '-' (at most 50).")
+    if forward_mode not in {"nat", "route", "open", ""}:
+        raise OperationRejected(f"Unsupported forward mode {forward_mode!r} for this form.")
+    if forward_mode in {"nat", "route"} and not ipv4_cidr:
+        raise OperationRejected("NAT and routed networks need an IPv4 subnet.")
+    if bridge and not BRIDGE_NAME_RE.match(bridge):
+        raise OperationRejected("Bridge names have at most 15 letters, digits, '.', '_' or '-'.")
+    if host.networks.filter(name=name).exists():
+        raise OperationRejected(f"A network named {name!r} already exists on {host.name}.")
+    network_xml = xml.build_network_xml(
+        name=name, forward_mode=forward_mode, bridge=bridge, ips=_ipv4_config(ipv4_cidr, dhcp)
+    )
+    return operation_request(
+        kind=OperationKind.NETWORK_CREATE,
+        host=host,
+        actor=actor,
+        source=source,
+        lock_key=network_lock_key(host, name),
+        target_name=name,
+        params={"xml": network_xml, "start": start, "autostart": autostart},
+        message=message,
+    )
+
+
+def _ipv4_config(cidr: str, dhcp: bool) -> tuple[IpConfig, ...]:
+    """Gateway = first host address; DHCP = the rest of the subnet but the broadcast address."""
+    if not cidr:
+        return ()
+    try:
+        interface = ipaddress.IPv4Interface(cidr)
+    except ValueError:
+        raise OperationRejected(f"{cidr!r} is not an IPv4 subnet such as 192.168.100.0/24.") from None
+    subnet = interface.network
+    if subnet.prefixlen > 29:
+        raise OperationRejected("The subnet is too small: use a /29 or larger.")
+    hosts = list(subnet.hosts()) if subnet.num_addresses <= 1024 else None
+    first, last = (hosts[0], hosts[-1]) if hosts else (subnet[1], subnet[-2])
+    gateway = interface.ip if interface.ip not in (subnet.network_address, subnet.broadcast_address) else first
+    ranges = ()
+    if dhcp:
+        start = first + 1 if gateway == first else first
+        ranges = (DhcpRange(str(start), str(last if last != gateway else last - 1)),)
+    return (IpConfig(str(gateway), subnet.prefixlen, "ipv4", dhcp_ranges=ranges),)
+
+
+# ---------------------------------------------------------------- runners (worker side)
+
+
+def _connect(operation: Operation, progress: Progress):
+    progress.step(10, f"Connecting to {operation.host_name}")
+    return client.connect(operation.host.uri)
+
+
+def _current_xml(conn, name: str) -> str:
+    return hv_networks.get_network(conn, name).inactive_xml
+
+
+def network_start_run(operation: Operation, progress: Progress) -> Outcome:
+    conn = _connect(operation, progress)
+    progress.step(40, f"Starting network {operation.target_name}")
+    info = hv_networks.start_network(conn, operation.target_name)
+    mirror_network(operation.host, info)
+    return Outcome({"active": info.active}, after_xml=info.live_xml)
+
+
+def network_stop_run(operation: Operation, progress: Progress) -> Outcome:
+    conn = _connect(operation, progress)
+    before = hv_networks.get_network(conn, operation.target_name)
+    progress.step(40, f"Stopping network {operation.target_name}")
+    info = hv_networks.stop_network(conn, operation.target_name)
+    if info.persistent:
+        mirror_network(operation.host, info)
+    else:
+        operation.host.networks.filter(name=operation.target_name).delete()  # transient: gone
+    return Outcome({"active": False}, before_xml=before.live_xml, after_xml=info.inactive_xml)
+
+
+def network_autostart_run(operation: Operation, progress: Progress) -> Outcome:
+    conn = _connect(operation, progress)
+    enabled = bool(operation.params.get("enabled"))
+    progress.step(40, f"Setting autostart {'on' if enabled else 'off'}")
+    info = hv_networks.set_network_autostart(conn, operation.target_name, enabled)
+    mirror_network(operation.host, info)
+    return Outcome({"autostart": info.autostart})
+
+
+def network_undefine_run(operation: Operation, progress: Progress) -> Outcome:
+    conn = _connect(operation, progress)
+    before_xml = _current_xml(conn, operation.target_name)
+    progress.step(40, f"Stopping and undefining {operation.target_name}")
+    hv_networks.undefine_network(conn, operation.target_name)
+    operation.host.networks.filter(name=operation.target_name).delete()
+    return Outcome({"undefined": True}, before_xml=before_xml)
+
+
+def network_create_run(operation: Operation, progress: Progress) -> Outcome:
+    conn = _connect(operation, progress)
+    params = operation.params
+    progress.step(40, f"Defining network {operation.target_name}")
+    info = hv_networks.define_network(conn, params["xml"], start=params["start"], autostart=params["autostart"])
+    network = mirror_network(operation.host, info)
+    Operation.objects.filter(pk=operation.pk).update(network=network)
+    return Outcome({"active": info.active, "network_id": network.pk}, after_xml=info.inactive_xml)
+
+
+def network_affected_guests(network: Network):
+    """Running guests with an interface on this network: they lose connectivity if it stops."""
+    return selectors.running_guests_on_network(network)

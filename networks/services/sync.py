@@ -1,0 +1,180 @@
+"""Mirroring a host: read it in bulk through the hypervisor layer, then write the rows."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from networks.choices import HostStatus
+from networks.hypervisor import client, inventory
+from networks.hypervisor.errors import HostUnreachable
+from networks.hypervisor.types import GuestInfo, HostInventory, NetworkInfo, NodeDeviceInfo
+from networks.models import (
+    DhcpRange,
+    DhcpReservation,
+    DnsRecord,
+    ForwardInterface,
+    Guest,
+    GuestInterface,
+    Host,
+    Network,
+    NetworkIp,
+    NodeDevice,
+    Operation,
+    Portgroup,
+)
+
+from .drift import xml_differs
+from .operations import Outcome, Progress
+
+
+def host_sync_run(operation: Operation, progress: Progress) -> Outcome:
+    host = operation.host
+    progress.step(10, f"Connecting to {host.name}")
+    try:
+        conn = client.connect(host.uri)
+        progress.step(30, "Reading networks, guests and devices")
+        found = inventory.read_host(conn)
+    except HostUnreachable as error:
+        Host.objects.filter(pk=host.pk).update(status=HostStatus.UNREACHABLE, last_error=str(error))
+        raise
+    progress.step(70, "Updating the mirror")
+    counts = mirror_host(host, found)
+    for warning in found.warnings:
+        progress.log(f"warning: {warning}")
+    return Outcome(result=counts)
+
+
+def mirror_host(host: Host, found: HostInventory) -> dict:
+    """Make the rows of `host` match what was read; objects gone from the host are removed."""
+    now = timezone.now()
+    with transaction.atomic():
+        _mirror_facts(host, found, now)
+        networks = {info.name: mirror_network(host, info, now) for info in found.networks}
+        host.networks.exclude(name__in=networks).delete()
+        for info in found.guests:
+            _mirror_guest(host, info, networks, now)
+        host.guests.exclude(name__in=[g.name for g in found.guests]).delete()
+        _mirror_devices(host, found.devices)
+    return {"networks": len(found.networks), "guests": len(found.guests), "devices": len(found.devices)}
+
+
+def _mirror_facts(host: Host, found: HostInventory, now) -> None:
+    facts = found.facts
+    Host.objects.filter(pk=host.pk).update(
+        status=HostStatus.REACHABLE,
+        last_error="",
+        last_sync_at=now,
+        hostname=facts.hostname,
+        hypervisor_type=facts.hypervisor_type,
+        hypervisor_version=facts.hypervisor_version,
+        libvirt_version=facts.libvirt_version,
+        cpu_model=facts.cpu_model,
+        cpus=facts.cpus,
+        memory_mib=facts.memory_mib,
+        host_bridges=list(facts.host_bridges),
+        sync_warnings=list(found.warnings),
+    )
+
+
+def mirror_network(host: Host, info: NetworkInfo, now=None) -> Network:
+    """Write one network and replace its children with what the host reported."""
+    network, _ = Network.objects.update_or_create(
+        host=host,
+        name=info.name,
+        defaults={
+            "uuid": info.uuid,
+            "forward_mode": info.forward_mode,
+            "forward_dev": info.forward_dev,
+            "bridge": info.bridge,
+            "stp": info.stp,
+            "mtu": info.mtu,
+            "domain_name": info.domain_name,
+            "active": info.active,
+            "autostart": info.autostart,
+            "persistent": info.persistent,
+            "connections": info.connections,
+            "live_xml": info.live_xml,
+            "inactive_xml": info.inactive_xml,
+            "drifted": info.active and info.persistent and xml_differs(info.live_xml, info.inactive_xml),
+            "synced_at": now or timezone.now(),
+        },
+    )
+    _replace_network_children(network, info)
+    return network
+
+
+def _replace_network_children(network: Network, info: NetworkInfo) -> None:
+    network.ips.all().delete()  # cascades to ranges and reservations
+    network.dns_records.all().delete()
+    network.portgroups.all().delete()
+    network.forward_interfaces.all().delete()
+    for position, ip_info in enumerate(info.ips):
+        ip = NetworkIp.objects.create(
+            network=network, position=position, address=ip_info.address, prefix=ip_info.prefix, family=ip_info.family
+        )
+        DhcpRange.objects.bulk_create(DhcpRange(ip=ip, start=r.start, end=r.end) for r in ip_info.dhcp_ranges)
+        DhcpReservation.objects.bulk_create(
+            DhcpReservation(network=network, ip=ip, address=h.ip, mac=h.mac, host_id=h.host_id, name=h.name)
+            for h in ip_info.dhcp_hosts
+        )
+    DnsRecord.objects.bulk_create(DnsRecord(network=network, **vars(record)) for record in info.dns_records)
+    Portgroup.objects.bulk_create(Portgroup(network=network, **_portgroup_values(pg)) for pg in info.portgroups)
+    ForwardInterface.objects.bulk_create(
+        ForwardInterface(network=network, **vars(fwd)) for fwd in info.forward_interfaces
+    )
+
+
+def _portgroup_values(pg) -> dict:
+    values = vars(pg).copy()
+    values["vlan_tags"] = list(pg.vlan_tags)
+    return values
+
+
+def _mirror_guest(host: Host, info: GuestInfo, networks: dict[str, Network], now) -> None:
+    guest, _ = Guest.objects.update_or_create(
+        host=host,
+        name=info.name,
+        defaults={
+            "uuid": info.uuid,
+            "state": info.state,
+            "hostdev_addresses": list(info.hostdev_addresses),
+            "xml": info.xml,
+            "synced_at": now,
+        },
+    )
+    guest.interfaces.all().delete()
+    GuestInterface.objects.bulk_create(
+        GuestInterface(
+            guest=guest,
+            position=position,
+            type=iface.type,
+            mac=iface.mac,
+            source=iface.source,
+            model=iface.model,
+            target_dev=iface.target_dev,
+            vlan_tags=list(iface.vlan_tags),
+            portgroup=iface.portgroup,
+            network=networks.get(iface.source) if iface.type == "network" else None,
+        )
+        for position, iface in enumerate(info.interfaces)
+    )
+
+
+def _mirror_devices(host: Host, devices: tuple[NodeDeviceInfo, ...]) -> None:
+    host.node_devices.all().delete()
+    created = NodeDevice.objects.bulk_create(NodeDevice(host=host, **_device_values(dev)) for dev in devices)
+    by_address = {dev.pci_address: dev for dev in created if dev.pci_address}
+    pf_by_name = {info.name: info.pf_address for info in devices if info.pf_address}
+    for device in created:
+        pf = by_address.get(pf_by_name.get(device.name, ""))
+        if pf is not None:
+            device.physical_function = pf
+    NodeDevice.objects.bulk_update(created, ["physical_function"])
+
+
+def _device_values(info: NodeDeviceInfo) -> dict:
+    values = vars(info).copy()
+    values.pop("pf_address")
+    values["vf_addresses"] = list(info.vf_addresses)
+    return values

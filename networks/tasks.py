@@ -1,0 +1,32 @@
+"""Celery tasks: ids in, one service call, retry policy only."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+
+from networks.choices import AuditSource
+from networks.models import Host
+from networks.services import hosts as host_services
+from networks.services import operations
+
+
+@shared_task(bind=True, acks_late=True, soft_time_limit=1800, time_limit=1900, max_retries=None)
+def run_operation(self, operation_id: int) -> None:
+    try:
+        operations.operation_run(operation_id)
+    except operations.OperationBusy as busy:
+        if self.request.retries >= settings.KVMWEB_LOCK_RETRY_MAX:
+            operations.operation_fail_busy(operation_id)
+            return
+        raise self.retry(exc=busy, countdown=settings.KVMWEB_LOCK_RETRY_SECONDS) from busy
+
+
+@shared_task
+def sync_all_hosts() -> None:
+    """Periodic: request a sync of every host, and fail operations whose worker died."""
+    operations.operation_fail_lost(older_than=timedelta(hours=1))
+    for host in Host.objects.all():
+        host_services.host_request_sync(host=host, actor=None, source=AuditSource.SYSTEM)

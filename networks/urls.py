@@ -1,0 +1,29 @@
+from django.urls import path
+
+from .views import audit, dashboard, guests, hosts, networks, operations
+
+app_name = "networks"
+
+urlpatterns = [
+    path("", dashboard.dashboard, name="dashboard"),
+    path("hosts/", hosts.host_list, name="host_list"),
+    path("hosts/add/", hosts.host_add, name="host_add"),
+    path("hosts/<int:pk>/", hosts.host_detail, name="host_detail"),
+    path("hosts/<int:pk>/sync/", hosts.host_sync, name="host_sync"),
+    path("hosts/<int:pk>/delete/", hosts.host_delete, name="host_delete"),
+    path("networks/", networks.network_list, name="network_list"),
+    path("networks/<int:pk>/", networks.network_detail, name="network_detail"),
+    path("networks/<int:pk>/start/", networks.network_start, name="network_start"),
+    path("networks/<int:pk>/stop/", networks.network_stop, name="network_stop"),
+    path("networks/<int:pk>/autostart/", networks.network_autostart, name="network_autostart"),
+    path("networks/<int:pk>/undefine/", networks.network_undefine, name="network_undefine"),
+    path("guests/", guests.guest_list, name="guest_list"),
+    path("guests/<int:pk>/", guests.guest_detail, name="guest_detail"),
+    path("devices/", guests.device_list, name="device_list"),
+    path("operations/", operations.operation_list, name="operation_list"),
+    path("operations/<int:pk>/", operations.operation_detail, name="operation_detail"),
+    path("operations/<int:pk>/progress/", operations.operation_progress, name="operation_progress"),
+    path("operations/<int:pk>/cancel/", operations.operation_cancel_view, name="operation_cancel"),
+    path("audit/", audit.audit_list, name="audit_list"),
+    path("audit/<int:pk>/", audit.audit_detail, name="audit_detail"),
+]

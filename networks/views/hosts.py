@@ -1,0 +1,58 @@
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from networks import selectors
+from networks.forms import HostForm
+from networks.models import Host
+from networks.services import hosts as host_services
+
+from .common import WEB
+
+
+def host_list(request):
+    return render(request, "networks/host_list.html", {"hosts": selectors.host_list()})
+
+
+def host_detail(request, pk):
+    host = get_object_or_404(Host, pk=pk)
+    context = {
+        "host": host,
+        "networks": selectors.network_list(host_id=host.pk),
+        "guests": selectors.guest_list(host_id=host.pk),
+        "device_count": host.node_devices.count(),
+        "active_operations": selectors.operation_list(host_id=host.pk).filter(status__in=["queued", "running"]),
+        "recent_operations": selectors.operation_list(host_id=host.pk)[:10],
+    }
+    return render(request, "networks/host_detail.html", context)
+
+
+def host_add(request):
+    form = HostForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            host = host_services.host_create(actor=request.user, source=WEB, **form.cleaned_data)
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            messages.success(request, f"Host {host.name} added; its first sync is queued.")
+            return redirect(host)
+    return render(request, "networks/host_form.html", {"form": form})
+
+
+@require_POST
+def host_sync(request, pk):
+    host = get_object_or_404(Host, pk=pk)
+    operation = host_services.host_request_sync(host=host, actor=request.user, source=WEB)
+    messages.info(request, f"Sync requested (operation #{operation.pk}).")
+    return redirect(host)
+
+
+def host_delete(request, pk):
+    host = get_object_or_404(Host, pk=pk)
+    if request.method == "POST":
+        host_services.host_delete(host=host, actor=request.user, source=WEB)
+        messages.success(request, f"Host {host.name} removed from kvmweb (nothing changed on the host).")
+        return redirect("networks:host_list")
+    return render(request, "networks/host_confirm_delete.html", {"host": host})

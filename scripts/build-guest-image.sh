@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# build-guest-image.sh OUTDIR
+#
+# Builds the tiny test guest used by the real-libvirtd tests (tests/realvirt):
+#   OUTDIR/vmlinuz     Debian cloud kernel (direct kernel boot, console=ttyS0)
+#   OUTDIR/initrd.img  busybox-static + virtio/net modules + an /init that DHCPs
+#                      every NIC, prints "KVMWEB-LEASE <nic> <ip> <mac>" to the
+#                      console, and serves HTTP on :80 and an echo on :7.
+#   OUTDIR/MANIFEST    kernel version and module list, for debugging.
+#
+# Idempotent: does nothing when vmlinuz and initrd.img exist and are newer
+# than this script. The kernel package is only downloaded and unpacked into a
+# temp dir (apt-get download + dpkg-deb -x), never installed.
+#
+# Needs (Debian packages; this script installs nothing):
+#   apt (apt-get, apt-cache), dpkg (dpkg-deb), busybox-static, xz-utils,
+#   zstd (only if the kernel ships .ko.zst modules), gzip, coreutils, findutils
+# Set KVMWEB_KERNEL_DEB=/path/to/linux-image-*.deb to skip the download
+# (e.g. offline).
+set -euo pipefail
+
+die() { echo "build-guest-image: ERROR: $*" >&2; exit 1; }
+# set -e exits silently; say where.
+trap 'echo "build-guest-image: ERROR: command failed at line $LINENO" >&2' ERR
+log() { echo "build-guest-image: $*" >&2; }
+
+[ $# -eq 1 ] || die "usage: $0 OUTDIR"
+OUTDIR=$1
+SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
+
+# Modules in load order: insmod does no dependency resolution, so every
+# dependency comes before its user. button/evdev let the guest see the ACPI
+# power button (libvirt's shutdown/reboot); they are optional.
+REQUIRED_MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net"
+OPTIONAL_MODULES="button evdev"
+
+is_fresh() {
+    [ -s "$OUTDIR/vmlinuz" ] && [ -s "$OUTDIR/initrd.img" ] &&
+        [ "$OUTDIR/vmlinuz" -nt "$SCRIPT" ] && [ "$OUTDIR/initrd.img" -nt "$SCRIPT" ]
+}
+
+if is_fresh; then
+    log "up to date, skipping"
+    echo "$OUTDIR"
+    exit 0
+fi
+
+command -v dpkg-deb >/dev/null || die "dpkg-deb not found (package dpkg)"
+BUSYBOX=$(command -v busybox) || die "busybox not found (install busybox-static)"
+# A dynamically linked busybox would need its libraries in the initramfs.
+if ldd "$BUSYBOX" >/dev/null 2>&1; then
+    die "$BUSYBOX is dynamically linked; install busybox-static"
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kvmweb-guest-build.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# Resolve linux-image-cloud-amd64 (a metapackage) to the versioned kernel
+# package it depends on, and download that .deb.
+fetch_kernel_deb() {
+    if [ -n "${KVMWEB_KERNEL_DEB:-}" ]; then
+        [ -f "$KVMWEB_KERNEL_DEB" ] || die "KVMWEB_KERNEL_DEB=$KVMWEB_KERNEL_DEB does not exist"
+        cp "$KVMWEB_KERNEL_DEB" "$WORK/dl/"
+        return
+    fi
+    command -v apt-get >/dev/null || die "apt-get not found; set KVMWEB_KERNEL_DEB to a kernel .deb"
+    local pkg
+    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }') || true
+    [ -n "$pkg" ] || die "cannot resolve linux-image-cloud-amd64 with apt-cache (run 'apt-get update' first?)"
+    log "downloading $pkg"
+    # apt drops privileges to _apt for downloads; let it write the temp dir.
+    if id _apt >/dev/null 2>&1; then chmod 755 "$WORK" && chown _apt "$WORK/dl"; fi
+    (cd "$WORK/dl" && apt-get download -q "$pkg" >&2) ||
+        die "'apt-get download $pkg' failed: no network or no Debian mirror? (run 'apt-get update', or set KVMWEB_KERNEL_DEB)"
+}
+
+# Print the path of a module file for name $1 (any compression), or nothing.
+find_module() {
+    find "$WORK/root/lib/modules" "$WORK/root/usr/lib/modules" \
+        \( -name "$1.ko" -o -name "$1.ko.xz" -o -name "$1.ko.zst" -o -name "$1.ko.gz" \) \
+        -print -quit 2>/dev/null || true
+}
+
+# Copy module $1 (a .ko, maybe compressed) to $2 as a plain .ko: busybox's
+# insmod here cannot rely on in-kernel decompression.
+copy_module() {
+    case "$1" in
+    *.ko) cp "$1" "$2" ;;
+    *.ko.xz)
+        command -v xz >/dev/null || die "module $1 is xz-compressed but xz is missing (install xz-utils)"
+        xz -dc "$1" >"$2" ;;
+    *.ko.zst)
+        command -v zstd >/dev/null || die "module $1 is zstd-compressed but zstd is missing (install zstd)"
+        zstd -qdc "$1" >"$2" ;;
+    *.ko.gz) gzip -dc "$1" >"$2" ;;
+    esac
+}
+
+mkdir -p "$WORK/dl" "$WORK/root" "$WORK/initrd"
+fetch_kernel_deb
+debs=("$WORK"/dl/*.deb)
+DEB=${debs[0]}
+[ -f "$DEB" ] || die "no .deb was downloaded"
+dpkg-deb -x "$DEB" "$WORK/root"
+
+kernels=("$WORK"/root/boot/vmlinuz-*)
+VMLINUZ=${kernels[0]}
+[ -f "$VMLINUZ" ] || die "no /boot/vmlinuz-* in $DEB"
+KVER=${VMLINUZ##*/vmlinuz-}
+log "kernel $KVER"
+
+# --- initramfs tree -------------------------------------------------------
+R=$WORK/initrd
+mkdir -p "$R"/{bin,sbin,dev,proc,sys,run,tmp,www,var/log,lib/modules,etc/acpi/PWRF}
+cp "$BUSYBOX" "$R/bin/busybox"
+ln -s busybox "$R/bin/sh"
+# The kernel needs /dev/console to give /init a stdout before devtmpfs is up.
+mknod -m 600 "$R/dev/console" c 5 1 2>/dev/null || log "note: could not mknod /dev/console (not root?)"
+
+: >"$R/etc/kvmweb-modules"
+for m in $REQUIRED_MODULES $OPTIONAL_MODULES; do
+    src=$(find_module "$m")
+    if [ -z "$src" ]; then
+        case " $OPTIONAL_MODULES " in
+        *" $m "*) log "optional module $m not found (built in?), skipping"; continue ;;
+        esac
+        # A required driver may be built into this kernel: check modules.builtin.
+        if grep -q "/$m.ko\$" "$WORK"/root/lib/modules/"$KVER"/modules.builtin 2>/dev/null; then
+            log "module $m is built in"; continue
+        fi
+        die "required module $m not found in $DEB"
+    fi
+    copy_module "$src" "$R/lib/modules/$m.ko"
+    echo "$m" >>"$R/etc/kvmweb-modules"
+done
+
+cat >"$R/init" <<'EOF'
+#!/bin/busybox sh
+# PID 1 of the kvmweb test guest. Everything it reports goes to the serial
+# console as KVMWEB-* lines, which the host-side tests parse.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+
+HN=kvmweb-guest
+DEBUG=
+for w in $(cat /proc/cmdline); do
+    case "$w" in
+    kvmweb.hostname=*) HN=${w#*=} ;;
+    kvmweb.debug=1) DEBUG=1 ;;
+    esac
+done
+hostname "$HN"
+
+# Load the NIC drivers in dependency order (busybox insmod does not resolve).
+while read -r m; do
+    insmod "/lib/modules/$m.ko" || echo "KVMWEB-WARN insmod $m failed"
+done </etc/kvmweb-modules
+
+ip link set lo up
+echo "<html><body><h1>kvmweb-guest $HN</h1></body></html>" >/www/index.html
+echo "$HN" >/www/hostname
+httpd -p 80 -h /www
+# -ll keeps listening: one "cat" per connection makes an echo service.
+nc -ll -p 7 -e cat &
+# Power button -> poweroff, so libvirt's domain.shutdown() works.
+[ -d /dev/input ] && acpid -c /etc/acpi -l /dev/null
+
+# One udhcpc per NIC. The pid file also records the ifindex, so a NIC that was
+# unplugged and re-plugged under the same name gets a fresh client.
+start_dhcp() {
+    nic=$1 idx=$2
+    ip link set "$nic" up
+    if [ -n "$DEBUG" ]; then out=/dev/console; else out=/dev/null; fi
+    udhcpc -f -i "$nic" -s /etc/udhcpc.script -x "hostname:$HN" -T 2 -A 2 >"$out" 2>&1 &
+    echo "$! $idx" >"/run/udhcpc.$nic"
+}
+
+echo "KVMWEB-READY $HN"
+# Poll for NICs (also catches hot-plugged ones); no mdev/udev needed.
+while true; do
+    for d in /sys/class/net/eth*; do
+        [ -e "$d" ] || continue
+        nic=${d##*/}
+        idx=$(cat "$d/ifindex")
+        if [ -f "/run/udhcpc.$nic" ]; then
+            read -r pid oldidx <"/run/udhcpc.$nic"
+            if [ "$oldidx" = "$idx" ] && kill -0 "$pid" 2>/dev/null; then continue; fi
+            kill "$pid" 2>/dev/null
+        fi
+        start_dhcp "$nic" "$idx"
+    done
+    sleep 1
+done
+EOF
+
+cat >"$R/etc/udhcpc.script" <<'EOF'
+#!/bin/sh
+# Called by udhcpc with $1 = deconfig|bound|renew|nak|leasefail and the lease
+# in environment variables ($interface, $ip, $subnet, $mask, $router).
+case "$1" in
+deconfig)
+    ip -4 addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+bound|renew)
+    prefix=${mask:-$(ipcalc -p "$ip" "$subnet" | cut -d= -f2)}
+    # Keep the address (and open connections) when a renew returns the same one.
+    if ! ip -4 addr show dev "$interface" | grep -q "inet $ip/$prefix "; then
+        ip -4 addr flush dev "$interface"
+        ip addr add "$ip/$prefix" dev "$interface"
+    fi
+    # One default route per NIC, ordered by ifindex, so several NICs coexist.
+    idx=$(cat "/sys/class/net/$interface/ifindex")
+    for r in $router; do
+        ip route replace default via "$r" dev "$interface" metric $((100 + idx))
+        break
+    done
+    mac=$(cat "/sys/class/net/$interface/address")
+    if [ "$1" = bound ]; then tag=LEASE; else tag=RENEW; fi
+    echo "KVMWEB-$tag $interface $ip $mac" >/dev/console
+    ;;
+esac
+exit 0
+EOF
+
+cat >"$R/etc/acpi/PWRF/00000080" <<'EOF'
+#!/bin/sh
+echo "KVMWEB-POWEROFF" >/dev/console
+poweroff -f
+EOF
+chmod 755 "$R/init" "$R/etc/udhcpc.script" "$R/etc/acpi/PWRF/00000080"
+
+# --- pack -----------------------------------------------------------------
+# The host has no cpio; busybox has one. Uncompressed would boot no faster
+# under TCG (fw_cfg copies it either way), gzip keeps the cache small.
+mkdir -p "$OUTDIR"
+(cd "$R" && find . | LC_ALL=C sort | "$BUSYBOX" cpio -o -H newc 2>/dev/null) | gzip -9 >"$WORK/initrd.img"
+cp "$VMLINUZ" "$WORK/vmlinuz"
+{
+    echo "kernel_package=$(basename "$DEB")"
+    echo "kernel_version=$KVER"
+    echo "modules=$(tr '\n' ' ' <"$R/etc/kvmweb-modules")"
+    echo "busybox=$("$BUSYBOX" | sed -n 1p)"
+} >"$WORK/MANIFEST"
+# Copy next to the targets, then rename: an interrupted build never leaves a
+# partial file that looks fresh. initrd.img goes last.
+for f in MANIFEST vmlinuz initrd.img; do cp "$WORK/$f" "$OUTDIR/.$f.tmp"; done
+for f in MANIFEST vmlinuz initrd.img; do mv -f "$OUTDIR/.$f.tmp" "$OUTDIR/$f"; done
+log "built $(du -sh "$OUTDIR" | cut -f1) in $OUTDIR"
+echo "$OUTDIR"

@@ -1,0 +1,81 @@
+import pytest
+from django.db import transaction
+
+from networks.choices import AuditSource, OperationStatus
+from networks.models import AuditEvent, Network, Operation
+from networks.models.audit import AppendOnlyError
+from networks.services import networks as network_services
+from networks.services.operations import (
+    OperationBusy,
+    OperationRejected,
+    operation_cancel,
+    operation_claim,
+    operation_run,
+)
+
+
+@pytest.fixture
+def default_network(demo_host):
+    return Network.objects.get(host=demo_host, name="default")
+
+
+def test_an_operation_is_claimed_only_once(default_network, admin):
+    operation = network_services.network_request_stop(network=default_network, actor=admin, source=AuditSource.WEB)
+    assert operation_claim(operation.pk).status == OperationStatus.RUNNING
+    assert operation_claim(operation.pk) is None
+
+
+def test_two_operations_on_one_network_never_run_together(default_network, admin):
+    first = network_services.network_request_stop(network=default_network, actor=admin, source=AuditSource.WEB)
+    second = network_services.network_request_start(network=default_network, actor=admin, source=AuditSource.WEB)
+    operation_claim(first.pk)
+    with pytest.raises(OperationBusy):
+        operation_claim(second.pk)
+    assert Operation.objects.get(pk=second.pk).status == OperationStatus.QUEUED
+
+
+def test_operations_on_different_networks_may_run_together(demo_host, admin):
+    nets = Network.objects.filter(host=demo_host).order_by("name")[:2]
+    ops = [network_services.network_request_stop(network=n, actor=admin, source=AuditSource.WEB) for n in nets]
+    assert all(operation_claim(op.pk) is not None for op in ops)
+
+
+def test_a_queued_operation_can_be_cancelled_but_not_a_running_one(default_network, admin):
+    operation = network_services.network_request_stop(network=default_network, actor=admin, source=AuditSource.WEB)
+    assert operation_cancel(operation=operation, actor=admin, source=AuditSource.WEB).status == "cancelled"
+    assert operation_run(operation.pk) is None  # a worker picking it up later does nothing
+    running = network_services.network_request_stop(network=default_network, actor=admin, source=AuditSource.WEB)
+    operation_claim(running.pk)
+    with pytest.raises(OperationRejected):
+        operation_cancel(operation=running, actor=admin, source=AuditSource.WEB)
+
+
+def test_a_failed_operation_records_libvirts_error(default_network, admin, demo_uri):
+    from networks.hypervisor import client
+
+    gone = client.connect(demo_uri).networkLookupByName("default")  # removed behind kvmweb's back
+    gone.destroy()
+    gone.undefine()
+    operation = network_services.network_request_start(network=default_network, actor=admin, source=AuditSource.WEB)
+    finished = operation_run(operation.pk)
+    assert finished.status == OperationStatus.FAILED
+    assert "does not exist" in finished.error
+    event = AuditEvent.objects.get(action="network.start.failed")
+    assert event.actor_name == "alice" and "does not exist" in event.detail
+
+
+def test_operations_are_enqueued_only_after_commit(default_network, admin, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        network_services.network_request_stop(network=default_network, actor=admin, source=AuditSource.WEB)
+    assert len(callbacks) == 1
+
+
+def test_audit_events_cannot_be_changed_or_deleted(default_network, admin):
+    network_services.network_request_stop(network=default_network, actor=admin, source=AuditSource.WEB)
+    event = AuditEvent.objects.get(action="network.stop.requested")
+    event.message = "rewritten"
+    with pytest.raises(AppendOnlyError):
+        event.save()
+    with pytest.raises(AppendOnlyError):
+        event.delete()
+    assert AuditEvent.objects.get(pk=event.pk).message == ""

@@ -1,0 +1,29 @@
+"""Test settings: the real settings module, with fast hashing and a file-based SQLite test DB.
+
+The SQLite test database is a file (not in-memory) so a real Celery worker process in
+the end-to-end tests can share it. Set DATABASE_URL to run the suite on PostgreSQL.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+if not os.environ.get("KVMWEB_DATA_DIR"):
+    _scratch = tempfile.mkdtemp(prefix="kvmweb-tests-")
+    atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
+    os.environ["KVMWEB_DATA_DIR"] = _scratch
+os.environ.setdefault("KVMWEB_SECRET_KEY", "tests-only-secret-key")
+
+from kvmweb.settings import *  # noqa: E402,F403
+from kvmweb.settings import DATA_DIR, DATABASES  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+(DATA_DIR / "static").mkdir(parents=True, exist_ok=True)
