@@ -2,6 +2,7 @@
 # Install the Debian packages kvmweb needs, skipping those already present.
 #   scripts/system-packages.sh run    what `make run` needs
 #   scripts/system-packages.sh test   plus a real libvirtd, QEMU, dnsmasq and chromium for the tests
+#   scripts/system-packages.sh postgres   a PostgreSQL server (CI runs the database layers on it too)
 set -euo pipefail
 
 RUN_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients redis-server)
@@ -11,7 +12,10 @@ TEST_PACKAGES=(
 )
 
 wanted=("${RUN_PACKAGES[@]}")
-[ "${1:-run}" = "test" ] && wanted+=("${TEST_PACKAGES[@]}")
+case "${1:-run}" in
+    test) wanted+=("${TEST_PACKAGES[@]}") ;;
+    postgres) wanted=(postgresql postgresql-client) ;;
+esac
 
 missing=()
 for package in "${wanted[@]}"; do

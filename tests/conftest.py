@@ -1,8 +1,15 @@
 """Fixtures shared by every layer of the tests."""
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from networks.hypervisor import client
 
@@ -24,3 +31,80 @@ def default_uri():
     client.disconnect("test:///default")
     yield "test:///default"
     client.disconnect("test:///default")
+
+
+# ---------------------------------------------------------------- a real Redis and Celery worker
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_socket(tmp_path_factory):
+    """A private redis-server on the socket the test settings name, stopped by its PID afterwards."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: run `make test`, which installs it")
+    tmp_path = tmp_path_factory.mktemp("redis")
+    socket = Path(settings.CELERY_BROKER_URL.removeprefix("redis+socket://"))
+    process = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(socket), "--save", "", "--appendonly", "no"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(socket.exists, 10, "redis to listen")
+        yield f"redis+socket://{socket}"
+    finally:
+        _stop(process)
+
+
+def _database_url() -> str:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{db['USER']}{password}@{host}:{port}/{db['NAME']}"
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, redis_socket, tmp_path):
+    """`celery worker` as `make run` starts it, on the test database and the private Redis."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "kvmweb.settings",
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": redis_socket,
+        "KVMWEB_DATA_DIR": str(tmp_path),
+        "KVMWEB_SECRET_KEY": "worker-test",
+    }
+    log = (tmp_path / "worker.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "kvmweb", "worker", "--pool", "threads", "--concurrency", "2",
+         "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: "ready" in (tmp_path / "worker.log").read_text() or process.poll() is not None, 60, "worker")
+        assert process.poll() is None, (tmp_path / "worker.log").read_text()
+        yield process
+    finally:
+        _stop(process)
+        log.close()

@@ -15,8 +15,8 @@ if not os.environ.get("KVMWEB_DATA_DIR"):
     os.environ["KVMWEB_DATA_DIR"] = _scratch
 os.environ.setdefault("KVMWEB_SECRET_KEY", "tests-only-secret-key")
 
-from kvmweb.settings import *  # noqa: E402,F403
-from kvmweb.settings import DATA_DIR, DATABASES  # noqa: E402
+from kvmweb.settings import *  # noqa: F403
+from kvmweb.settings import DATA_DIR, DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
@@ -27,3 +27,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 (DATA_DIR / "static").mkdir(parents=True, exist_ok=True)
+# The worker tests start a private Redis on this socket (tests/tasks/conftest.py).
+CELERY_BROKER_URL = f"redis+socket://{DATA_DIR / 'redis.sock'}"

@@ -37,6 +37,8 @@ class Network(models.Model):
 
     @property
     def mode_label(self) -> str:
+        if self.forward_mode == ForwardMode.BRIDGE and not self.bridge:
+            return "macvtap bridge"  # <forward mode='bridge'> over host interfaces, no Linux bridge
         return ForwardMode(self.forward_mode).label if self.forward_mode in ForwardMode.values else self.forward_mode
 
 
