@@ -1,6 +1,8 @@
 """URI checks and connections. No database."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from networks.hypervisor import client
 from networks.hypervisor.errors import HostUnreachable, InvalidUri
@@ -65,3 +67,13 @@ def test_a_host_that_cannot_be_reached_raises_a_retryable_error(tmp_path):
     with pytest.raises(HostUnreachable, match="Cannot connect") as caught:
         client.connect(uri)
     assert caught.value.retryable
+
+
+@given(st.text(max_size=80))
+def test_any_string_is_either_a_qemu_or_test_uri_or_refused_with_invalid_uri(text):
+    try:
+        accepted = client.validate_uri(text)
+    except InvalidUri:
+        return
+    assert accepted.split(":", 1)[0].split("+")[0] in {"qemu", "test"}
+    assert "command=" not in accepted and "netcat=" not in accepted

@@ -1,6 +1,8 @@
 """Parsing and building XML. No database, no libvirt."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lxml import etree
 
 from networks.hypervisor import xml
@@ -61,3 +63,21 @@ def test_runtime_only_attributes_are_not_drift():
     )
     assert not xml_differs(live, persistent)
     assert xml_differs(live.replace("eth3", "eth4"), persistent)
+
+
+def test_the_nat_port_range_libvirt_adds_when_running_is_not_drift():
+    persistent = "<network><name>n</name><forward mode='nat'/></network>"
+    live = "<network><name>n</name><forward mode='nat'><nat><port start='1024' end='65535'/></nat></forward></network>"
+    assert not xml_differs(live, persistent)
+    assert xml_differs(live.replace("1024", "2000"), persistent)
+
+
+printable = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40)
+
+
+@given(name=printable, hostname=printable)
+def test_any_name_survives_a_round_trip_through_built_xml(name, hostname):
+    ip = IpConfig("10.0.0.1", 24, "ipv4", (), (DhcpHost("10.0.0.5", "52:54:00:00:00:01", hostname),))
+    parsed = xml.parse_network(xml.build_network_xml(name=name, ips=(ip,)))
+    assert parsed.name == name
+    assert parsed.ips[0].dhcp_hosts == ip.dhcp_hosts

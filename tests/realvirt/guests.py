@@ -1,0 +1,240 @@
+"""Tiny real guests for tests against a real libvirtd.
+
+The guest is the image built by scripts/build-guest-image.sh: a Debian cloud
+kernel booted directly (no disk) with a busybox initramfs. Its /init DHCPs
+every NIC and writes marker lines to the serial console, which libvirt writes
+to a file on the host:
+
+    KVMWEB-READY <hostname>
+    KVMWEB-LEASE <nic> <ip> <mac>      (new lease)
+    KVMWEB-RENEW <nic> <ip> <mac>      (renewed lease)
+    KVMWEB-POWEROFF                    (ACPI power button pressed)
+
+It serves HTTP on port 80 (a page containing its hostname, and /hostname) and
+an echo service on TCP port 7.
+
+Emulated with TCG (`<domain type='qemu'>`): each guest costs ~230 MiB and
+most of a core while booting, so boots are staggered and at most MAX_GUESTS
+run at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import libvirt
+
+MAX_GUESTS = 4
+# Seconds between two guest starts: a booting TCG guest saturates a core.
+STAGGER_SECONDS = float(os.environ.get("KVMWEB_GUEST_STAGGER", "2"))
+MEMORY_MIB = 128
+
+LEASE_RE = re.compile(r"KVMWEB-(LEASE|RENEW) (\S+) (\d+\.\d+\.\d+\.\d+) ([0-9a-f:]{17})")
+
+_start_lock = threading.Lock()
+_last_start = 0.0
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    kernel: Path
+    initrd: Path
+
+    @classmethod
+    def from_dir(cls, directory) -> GuestImage:
+        d = Path(directory)
+        return cls(kernel=d / "vmlinuz", initrd=d / "initrd.img")
+
+
+@dataclass(frozen=True)
+class Lease:
+    kind: str  # "LEASE" or "RENEW"
+    nic: str
+    ip: str
+    mac: str
+
+
+def _sub(parent, tag, text=None, **attrs):
+    el = ET.SubElement(parent, tag, {k: str(v) for k, v in attrs.items()})
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def interface_element(network=None, bridge=None, mac=None) -> ET.Element:
+    """A virtio <interface> on a libvirt network or a bridge: used in the
+    domain XML and, serialised, for hot-plug (attachDevice)."""
+    if (network is None) == (bridge is None):
+        raise ValueError("give exactly one of network= or bridge=")
+    kind = "network" if network is not None else "bridge"
+    iface = ET.Element("interface", type=kind)
+    _sub(iface, "source", **{kind: network if network is not None else bridge})
+    if mac:
+        _sub(iface, "mac", address=mac.lower())  # libvirt prints MACs lowercase
+    _sub(iface, "model", type="virtio")
+    # No iPXE option ROM: the kernel is booted directly, and SeaBIOS would
+    # spend time initialising it under TCG.
+    _sub(iface, "rom", enabled="no")
+    return iface
+
+
+def interface_xml(network=None, bridge=None, mac=None) -> str:
+    return ET.tostring(interface_element(network, bridge, mac), encoding="unicode")
+
+
+def guest_domain_xml(
+    name, kernel, initrd, network=None, bridge=None, mac=None, *, serial_log_path, hostname=None
+) -> str:
+    """Domain XML for the test guest. Without network/bridge it has no NIC
+    (attach one later with interface_xml)."""
+    dom = ET.Element("domain", type="qemu")  # TCG: this host's KVM can't run it
+    _sub(dom, "name", name)
+    _sub(dom, "memory", MEMORY_MIB, unit="MiB")
+    _sub(dom, "vcpu", 1)
+    os_el = _sub(dom, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_el, "kernel", kernel)
+    _sub(os_el, "initrd", initrd)
+    # loglevel=3 keeps kernel chatter from splitting the marker lines.
+    _sub(os_el, "cmdline", f"console=ttyS0 loglevel=3 kvmweb.hostname={hostname or name}")
+    features = _sub(dom, "features")
+    _sub(features, "acpi")  # power button for domain.shutdown()
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+    devices = _sub(dom, "devices")
+    if network is not None or bridge is not None:
+        devices.append(interface_element(network, bridge, mac))
+    serial = _sub(devices, "serial", type="file")
+    _sub(serial, "source", path=serial_log_path)
+    _sub(serial, "target", port=0)
+    # No graphics, video, USB or balloon: less to emulate, faster boot.
+    _sub(_sub(devices, "video"), "model", type="none")
+    _sub(devices, "controller", type="usb", model="none")
+    _sub(devices, "memballoon", model="none")
+    return ET.tostring(dom, encoding="unicode")
+
+
+def read_leases(serial_log_path, since: int = 0) -> list[Lease]:
+    """Every lease marker in the serial log from byte offset `since` on."""
+    try:
+        with open(serial_log_path, "rb") as f:
+            f.seek(since)
+            text = f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    return [Lease(*m.groups()) for m in LEASE_RE.finditer(text)]
+
+
+def wait_for_lease(serial_log_path, timeout: float = 60, nic: str | None = None, since: int = 0) -> str:
+    """Wait until the guest prints a lease (for `nic` if given) and return its
+    IP. Pass `since` (a byte offset, e.g. Guest.log_size()) to ignore older
+    leases, e.g. when waiting for a new address after a reservation change."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for lease in read_leases(serial_log_path, since):
+            if nic is None or lease.nic == nic:
+                return lease.ip
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"no DHCP lease in {serial_log_path} after {timeout}s; log tail:\n{_tail(serial_log_path)}"
+            )
+        time.sleep(0.2)
+
+
+def _tail(path, n=2000) -> str:
+    try:
+        return Path(path).read_bytes()[-n:].decode("utf-8", "replace")
+    except FileNotFoundError:
+        return "(no serial log yet)"
+
+
+@dataclass
+class Guest:
+    name: str
+    dom: libvirt.virDomain
+    serial_log: Path
+    macs: list[str] = field(default_factory=list)
+    ip: str | None = None
+
+    @property
+    def mac(self) -> str | None:
+        return self.macs[0] if self.macs else None
+
+    def log_size(self) -> int:
+        try:
+            return self.serial_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def wait_for_lease(self, timeout: float = 60, nic: str | None = "eth0", since: int = 0) -> str:
+        self.ip = wait_for_lease(self.serial_log, timeout, nic=nic, since=since)
+        return self.ip
+
+    def destroy(self) -> None:
+        """Power off and undefine (ignores an already stopped guest)."""
+        if self.dom.isActive():
+            self.dom.destroy()
+        if self.dom.isPersistent():
+            self.dom.undefine()
+
+
+def _macs_of(dom: libvirt.virDomain) -> list[str]:
+    root = ET.fromstring(dom.XMLDesc())
+    return [m.get("address") for m in root.findall("./devices/interface/mac")]
+
+
+def _stagger_and_check_capacity(conn: libvirt.virConnect) -> None:
+    """Refuse a fifth running guest and space out boots (called under lock)."""
+    global _last_start
+    running = conn.numOfDomains()
+    if running >= MAX_GUESTS:
+        raise RuntimeError(f"{running} guests already running; at most {MAX_GUESTS} fit this machine")
+    wait = _last_start + STAGGER_SECONDS - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+
+
+def boot_guest(
+    conn: libvirt.virConnect,
+    name: str,
+    image: GuestImage | str | Path,
+    log_dir,
+    network=None,
+    bridge=None,
+    mac=None,
+    hostname=None,
+) -> Guest:
+    """Define and start a test guest whose serial console goes to
+    log_dir/<name>.serial.log. Returns at once; call .wait_for_lease()."""
+    global _last_start
+    if not isinstance(image, GuestImage):
+        image = GuestImage.from_dir(image)
+    serial_log = Path(log_dir) / f"{name}.serial.log"
+    serial_log.parent.mkdir(parents=True, exist_ok=True)
+    xml = guest_domain_xml(
+        name,
+        str(image.kernel),
+        str(image.initrd),
+        network=network,
+        bridge=bridge,
+        mac=mac,
+        serial_log_path=str(serial_log),
+        hostname=hostname,
+    )
+    with _start_lock:
+        _stagger_and_check_capacity(conn)
+        dom = conn.defineXML(xml)
+        try:
+            dom.create()
+        except libvirt.libvirtError:
+            dom.undefine()
+            raise
+        _last_start = time.monotonic()
+    return Guest(name=name, dom=dom, serial_log=serial_log, macs=_macs_of(dom))
