@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from networks.choices import AuditSource
 from networks.hypervisor import client
+from networks.models import Host
+from networks.services import hosts as host_services
+from networks.services.operations import operation_run
+from tests.factories import UserFactory
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_URI = f"test://{REPO / 'demo' / 'fleet.xml'}"
@@ -31,6 +36,19 @@ def default_uri():
     client.disconnect("test:///default")
     yield "test:///default"
     client.disconnect("test:///default")
+
+
+@pytest.fixture
+def admin(db):
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def demo_host(db, demo_uri, admin):
+    """The demo fleet registered and synced, as `make run` leaves it."""
+    host = host_services.host_create(name="demo", uri=demo_uri, actor=admin, source=AuditSource.WEB)
+    operation_run(host.operations.get().pk)
+    return Host.objects.get(pk=host.pk)
 
 
 # ---------------------------------------------------------------- a real Redis and Celery worker

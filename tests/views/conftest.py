@@ -1,9 +1,7 @@
 import pytest
 
-from tests.services.conftest import admin, demo_host  # noqa: F401  (shared fixtures)
-
 
 @pytest.fixture
-def logged_in(client, admin):  # noqa: F811
+def logged_in(client, admin):
     client.force_login(admin)
     return client
