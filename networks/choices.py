@@ -22,6 +22,7 @@ class OperationKind(models.TextChoices):
     NETWORK_AUTOSTART = "network.autostart", "Set network autostart"
     NETWORK_UNDEFINE = "network.undefine", "Undefine network"
     NETWORK_CREATE = "network.create", "Create network"
+    NETWORK_UPDATE = "network.update", "Update network"
 
 
 class AuditSource(models.TextChoices):

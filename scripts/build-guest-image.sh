@@ -6,6 +6,9 @@
 #   OUTDIR/initrd.img  busybox-static + virtio/net modules + an /init that DHCPs
 #                      every NIC, prints "KVMWEB-LEASE <nic> <ip> <mac>" to the
 #                      console, and serves HTTP on :80 and an echo on :7.
+#                      CGI probes under /cgi-bin/ let tests look inside the
+#                      guest: lookup (DNS via the server its lease named),
+#                      renew, release-renew, addr, lease.
 #   OUTDIR/MANIFEST    kernel version and module list, for debugging.
 #
 # Idempotent: does nothing when vmlinuz and initrd.img exist and are newer
@@ -112,7 +115,7 @@ log "kernel $KVER"
 
 # --- initramfs tree -------------------------------------------------------
 R=$WORK/initrd
-mkdir -p "$R"/{bin,sbin,dev,proc,sys,run,tmp,www,var/log,lib/modules,etc/acpi/PWRF}
+mkdir -p "$R"/{bin,sbin,dev,proc,sys,run,tmp,www/cgi-bin,var/log,lib/modules,etc/acpi/PWRF}
 cp "$BUSYBOX" "$R/bin/busybox"
 ln -s busybox "$R/bin/sh"
 # The kernel needs /dev/console to give /init a stdout before devtmpfs is up.
@@ -200,11 +203,19 @@ EOF
 cat >"$R/etc/udhcpc.script" <<'EOF'
 #!/bin/sh
 # Called by udhcpc with $1 = deconfig|bound|renew|nak|leasefail and the lease
-# in environment variables ($interface, $ip, $subnet, $mask, $router).
+# in environment variables ($interface, $ip, $subnet, $mask, $router, $dns,
+# $domain, $lease, $serverid).
+# /run/lease.NIC keeps the lease for /cgi-bin/lease, /run/resolv.NIC its DNS
+# settings; /etc/resolv.conf is all of the latter, NICs in name order.
+update_resolv_conf() {
+    cat /run/resolv.eth* >/etc/resolv.conf 2>/dev/null || : >/etc/resolv.conf
+}
 case "$1" in
 deconfig)
     ip -4 addr flush dev "$interface"
     ip link set "$interface" up
+    rm -f "/run/lease.$interface" "/run/resolv.$interface"
+    update_resolv_conf
     ;;
 bound|renew)
     prefix=${mask:-$(ipcalc -p "$ip" "$subnet" | cut -d= -f2)}
@@ -219,6 +230,20 @@ bound|renew)
         ip route replace default via "$r" dev "$interface" metric $((100 + idx))
         break
     done
+    {
+        [ -z "$domain" ] || echo "search $domain"
+        for s in $dns; do echo "nameserver $s"; done
+    } >"/run/resolv.$interface"
+    update_resolv_conf
+    {
+        echo "ip $ip"
+        echo "prefix $prefix"
+        echo "router $router"
+        echo "dns $dns"
+        echo "domain $domain"
+        echo "lease $lease"
+        echo "serverid $serverid"
+    } >"/run/lease.$interface"
     mac=$(cat "/sys/class/net/$interface/address")
     if [ "$1" = bound ]; then tag=LEASE; else tag=RENEW; fi
     echo "KVMWEB-$tag $interface $ip $mac" >/dev/console
@@ -227,12 +252,146 @@ esac
 exit 0
 EOF
 
+# --- CGI probes: busybox httpd runs /www/cgi-bin/* ---------------------------
+# Plain-text answers, one "KEYWORD value..." per line, parsed by the host-side
+# helpers in tests/realvirt/guests.py. Bad input gets HTTP 400.
+cat >"$R/etc/cgi.sh" <<'EOF'
+# Sourced by every CGI script.
+PATH=/sbin:/bin
+export PATH
+reply() { printf 'Content-Type: text/plain\r\n\r\n'; }
+fail() {
+    printf 'HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n\r\nERROR %s\n' "$*"
+    exit 0
+}
+# param NAME: the URL-decoded value of NAME=... in the query string.
+param() {
+    echo "$QUERY_STRING" | tr '&' '\n' | while read -r kv; do
+        case "$kv" in "$1="*) httpd -d "${kv#*=}"; break ;; esac
+    done
+}
+valid_nic() {
+    case "$1" in eth[0-9] | eth[0-9][0-9]) ;; *) fail "bad nic" ;; esac
+}
+# Sets $nic from ?nic= (default eth0) and $pid to the udhcpc serving it.
+nic_and_udhcpc() {
+    nic=$(param nic)
+    nic=${nic:-eth0}
+    valid_nic "$nic"
+    [ -f "/run/udhcpc.$nic" ] || fail "no udhcpc on $nic"
+    read -r pid _ <"/run/udhcpc.$nic"
+    kill -0 "$pid" 2>/dev/null || fail "udhcpc on $nic is not running"
+}
+# signal_later SIG...: send the signals to $pid once this reply has left (a
+# release or a NAK removes the address the reply travels from).
+signal_later() {
+    (
+        sleep 0.3
+        for s in "$@"; do kill "-$s" "$pid"; done
+    ) </dev/null >/dev/null 2>&1 &
+}
+EOF
+
+cat >"$R/www/cgi-bin/lookup" <<'EOF'
+#!/bin/sh
+# ?NAME or ?name=NAME[&type=a|aaaa|txt|srv|mx|cname|ptr|ns|any][&nic=ethN|&server=IP]
+# Asks the servers in /etc/resolv.conf (nic=: the first one that NIC's lease
+# gave; server=: that one). Prints SERVER <ip>, one line per record (ADDRESS
+# <ip>, TXT <text>, SRV <prio> <weight> <port> <target>, MX <pref> <host>,
+# CNAME|PTR|NS <name>), then STATUS OK|NODATA|NXDOMAIN|SERVFAIL|REFUSED|TIMEOUT
+# (or STATUS ERROR <what>).
+. /etc/cgi.sh
+case "$QUERY_STRING" in
+*=*) name=$(param name) type=$(param type) nic=$(param nic) server=$(param server) ;;
+*) name=$(httpd -d "$QUERY_STRING") type='' nic='' server='' ;;
+esac
+type=${type:-a}
+case "$name" in '' | -* | *[!A-Za-z0-9._-]*) fail "bad name" ;; esac
+case "$type" in a | aaaa | txt | srv | mx | cname | ptr | ns | any) ;; *) fail "bad type" ;; esac
+case "$server" in *[!0-9.]*) fail "bad server" ;; esac
+if [ -n "$nic" ]; then
+    valid_nic "$nic"
+    server=$(awk '$1 == "nameserver" { print $2; exit }' "/run/resolv.$nic" 2>/dev/null)
+    [ -n "$server" ] || fail "no DNS server from a lease on $nic"
+fi
+reply
+# shellcheck disable=SC2086 # $server: empty or one word
+nslookup "-type=$type" "$name" $server 2>&1 | awk '
+    /^Server:/ { print "SERVER", $2; next }
+    /^Name:/ { named = 1; next }
+    /^Address:/ && named { print "ADDRESS", $2; n++; next }
+    /\ttext = / { sub(/^[^\t]*\ttext = "/, ""); sub(/"$/, ""); print "TXT", $0; n++; next }
+    /\tservice = / { print "SRV", $(NF-3), $(NF-2), $(NF-1), $NF; n++; next }
+    /\tmail exchanger = / { print "MX", $(NF-1), $NF; n++; next }
+    /\tcanonical name = / { print "CNAME", $NF; n++; next }
+    /\tnameserver = / { print "NS", $NF; n++; next }
+    /\tname = / { print "PTR", $NF; n++; next }
+    /^\*\* server can.t find/ { err = $NF; next }
+    /timed out|no servers could be reached/ { err = "TIMEOUT"; next }
+    END {
+        if (n) print "STATUS OK"
+        else if (err ~ /^(NXDOMAIN|SERVFAIL|REFUSED|TIMEOUT)$/) print "STATUS", err
+        else if (err) print "STATUS ERROR", err
+        else print "STATUS NODATA"
+    }'
+EOF
+
+cat >"$R/www/cgi-bin/renew" <<'EOF'
+#!/bin/sh
+# ?nic=ethN (default eth0): udhcpc renews the lease (SIGUSR1); returns at once.
+# KVMWEB-RENEW follows on the console, or, if the server NAKs, KVMWEB-LEASE
+# after udhcpc's 3 s pause and a new DISCOVER.
+. /etc/cgi.sh
+nic_and_udhcpc
+reply
+echo "OK renew $nic $pid"
+signal_later USR1
+EOF
+
+cat >"$R/www/cgi-bin/release-renew" <<'EOF'
+#!/bin/sh
+# ?nic=ethN (default eth0): udhcpc releases the lease (SIGUSR2: DHCPRELEASE,
+# address removed) and starts over (SIGUSR1); returns at once. KVMWEB-LEASE
+# with the (possibly new) address follows on the console.
+. /etc/cgi.sh
+nic_and_udhcpc
+reply
+echo "OK release-renew $nic $pid"
+signal_later USR2 USR1
+EOF
+
+cat >"$R/www/cgi-bin/addr" <<'EOF'
+#!/bin/sh
+# For every ethN: NIC <nic> <mac> <operstate>, then ADDR <nic> <ip>/<prefix>
+# for each of its IPv4 addresses.
+. /etc/cgi.sh
+reply
+for d in /sys/class/net/eth*; do
+    [ -e "$d" ] || continue
+    n=${d##*/}
+    echo "NIC $n $(cat "$d/address") $(cat "$d/operstate")"
+    ip -4 -o addr show dev "$n" | awk -v n="$n" '{ print "ADDR", n, $4 }'
+done
+EOF
+
+cat >"$R/www/cgi-bin/lease" <<'EOF'
+#!/bin/sh
+# ?nic=ethN (default eth0): the NIC's current lease as "<key> <value>" lines
+# (ip, prefix, router, dns, domain, lease, serverid); empty without a lease.
+. /etc/cgi.sh
+nic=$(param nic)
+nic=${nic:-eth0}
+valid_nic "$nic"
+reply
+cat "/run/lease.$nic" 2>/dev/null
+EOF
+
 cat >"$R/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
 echo "KVMWEB-POWEROFF" >/dev/console
 poweroff -f
 EOF
-chmod 755 "$R/init" "$R/etc/udhcpc.script" "$R/etc/acpi/PWRF/00000080"
+chmod 755 "$R/init" "$R/etc/udhcpc.script" "$R/etc/acpi/PWRF/00000080" "$R"/www/cgi-bin/*
 
 # --- pack -----------------------------------------------------------------
 # The host has no cpio; busybox has one. Uncompressed would boot no faster

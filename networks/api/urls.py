@@ -1,8 +1,8 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
-from . import views
+from . import netupdate, views
 
 router = DefaultRouter()
 router.register("hosts", views.HostViewSet, basename="host")
@@ -12,7 +12,19 @@ router.register("devices", views.NodeDeviceViewSet, basename="device")
 router.register("operations", views.OperationViewSet, basename="operation")
 router.register("audit", views.AuditEventViewSet, basename="audit")
 
+collections = "|".join(netupdate.COLLECTIONS)
+
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    re_path(
+        rf"^networks/(?P<pk>[0-9]+)/(?P<collection>{collections})/$",
+        netupdate.SectionView.as_view(),
+        name="network-section",
+    ),
+    re_path(
+        rf"^networks/(?P<pk>[0-9]+)/(?P<collection>{collections})/(?P<key>[^/]+)/$",
+        netupdate.EntryView.as_view(),
+        name="network-section-entry",
+    ),
     *router.urls,
 ]

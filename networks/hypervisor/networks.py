@@ -11,7 +11,7 @@ from .inventory import read_network
 from .types import NetworkInfo
 
 
-def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
+def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
     try:
         return conn.networkLookupByName(name)
     except libvirt.libvirtError as error:
@@ -22,13 +22,13 @@ def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
 
 def get_network(conn: libvirt.virConnect, name: str) -> NetworkInfo:
     with libvirt_errors():
-        return read_network(_lookup(conn, name))
+        return read_network(lookup(conn, name))
 
 
 def start_network(conn: libvirt.virConnect, name: str) -> NetworkInfo:
     """Ensure the network is running."""
     with libvirt_errors():
-        net = _lookup(conn, name)
+        net = lookup(conn, name)
         if not net.isActive():
             net.create()
         return read_network(net)
@@ -37,7 +37,7 @@ def start_network(conn: libvirt.virConnect, name: str) -> NetworkInfo:
 def stop_network(conn: libvirt.virConnect, name: str) -> NetworkInfo:
     """Ensure the network is stopped (libvirt's destroy: guests lose connectivity)."""
     with libvirt_errors():
-        net = _lookup(conn, name)
+        net = lookup(conn, name)
         if net.isActive():
             net.destroy()
         return read_network(net)
@@ -45,7 +45,7 @@ def stop_network(conn: libvirt.virConnect, name: str) -> NetworkInfo:
 
 def set_network_autostart(conn: libvirt.virConnect, name: str, enabled: bool) -> NetworkInfo:
     with libvirt_errors():
-        net = _lookup(conn, name)
+        net = lookup(conn, name)
         net.setAutostart(1 if enabled else 0)
         return read_network(net)
 
@@ -53,7 +53,7 @@ def set_network_autostart(conn: libvirt.virConnect, name: str, enabled: bool) ->
 def undefine_network(conn: libvirt.virConnect, name: str) -> None:
     """Stop the network if it runs, then remove its persistent definition."""
     with libvirt_errors():
-        net = _lookup(conn, name)
+        net = lookup(conn, name)
         if net.isActive():
             net.destroy()
         if net.isPersistent():

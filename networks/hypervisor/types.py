@@ -68,6 +68,7 @@ class NetworkInfo:
     stp: bool | None = None
     mtu: int | None = None
     domain_name: str = ""
+    virtualport_type: str = ""  # e.g. "openvswitch" on an OVS bridge network
     connections: int = 0
     ips: tuple[IpConfig, ...] = ()
     dns_records: tuple[DnsRecord, ...] = ()

@@ -69,6 +69,7 @@ def parse_network(live_xml: str, inactive_xml: str = "", **state) -> NetworkInfo
         stp=_stp(bridge),
         mtu=_int_or_none(mtu.get("size")) if mtu is not None else None,
         domain_name=root.find("domain").get("name", "") if root.find("domain") is not None else "",
+        virtualport_type=root.xpath("string(virtualport/@type)"),
         connections=_int_or_none(root.get("connections")) or 0,
         ips=tuple(_parse_ip(ip) for ip in root.findall("ip")),
         dns_records=_parse_dns(root.find("dns")),
@@ -295,3 +296,62 @@ def _pci_values(cap: etree._Element) -> dict:
         "vf_addresses": tuple(pci_address(a) for a in vfs.findall("address")) if vfs is not None else (),
         "vf_max": _int_or_none(vfs.get("maxCount")) if vfs is not None else None,
     }
+
+
+# ---------------------------------------------------------------- net-update fragments
+
+
+def _attrs(**values) -> dict[str, str]:
+    """Attributes with a value, as strings (None and "" are left out)."""
+    return {key.replace("_", "-"): str(value) for key, value in values.items() if value not in (None, "")}
+
+
+def dhcp_host_fragment(host: DhcpHost) -> str:
+    return to_string(build_dhcp_host(host))
+
+
+def dhcp_range_fragment(dhcp_range: DhcpRange) -> str:
+    return to_string(etree.Element("range", start=dhcp_range.start, end=dhcp_range.end))
+
+
+def dns_host_fragment(ip: str, hostnames: tuple[str, ...]) -> str:
+    host = etree.Element("host", ip=ip)
+    for name in hostnames:
+        etree.SubElement(host, "hostname").text = name
+    return to_string(host)
+
+
+def dns_txt_fragment(record: DnsRecord) -> str:
+    return to_string(etree.Element("txt", _attrs(name=record.name, value=record.value)))
+
+
+def dns_srv_fragment(record: DnsRecord) -> str:
+    attrs = _attrs(
+        service=record.name,
+        protocol=record.protocol,
+        domain=record.domain,
+        target=record.value,
+        port=record.port,
+        priority=record.priority,
+        weight=record.weight,
+    )
+    return to_string(etree.Element("srv", attrs))
+
+
+def portgroup_fragment(portgroup: Portgroup) -> str:
+    element = etree.Element("portgroup", _attrs(name=portgroup.name, default="yes" if portgroup.is_default else ""))
+    if portgroup.vlan_tags:
+        vlan = etree.SubElement(element, "vlan", {"trunk": "yes"} if len(portgroup.vlan_tags) > 1 else {})
+        for tag in portgroup.vlan_tags:
+            etree.SubElement(vlan, "tag", id=str(tag))
+    if portgroup.inbound_average or portgroup.outbound_average:
+        bandwidth = etree.SubElement(element, "bandwidth")
+        if portgroup.inbound_average:
+            etree.SubElement(bandwidth, "inbound", average=str(portgroup.inbound_average))
+        if portgroup.outbound_average:
+            etree.SubElement(bandwidth, "outbound", average=str(portgroup.outbound_average))
+    return to_string(element)
+
+
+def forward_interface_fragment(dev: str) -> str:
+    return to_string(etree.Element("interface", dev=dev))

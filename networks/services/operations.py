@@ -148,7 +148,7 @@ Handler = Callable[[Operation, Progress], Outcome]
 
 
 def _handlers() -> dict[str, Handler]:
-    from . import networks, sync
+    from . import netupdate, networks, sync
 
     return {
         OperationKind.HOST_SYNC: sync.host_sync_run,
@@ -157,6 +157,7 @@ def _handlers() -> dict[str, Handler]:
         OperationKind.NETWORK_AUTOSTART: networks.network_autostart_run,
         OperationKind.NETWORK_UNDEFINE: networks.network_undefine_run,
         OperationKind.NETWORK_CREATE: networks.network_create_run,
+        OperationKind.NETWORK_UPDATE: netupdate.network_update_run,
     }
 
 

@@ -1,0 +1,99 @@
+"""`/api/networks/{id}/<section>/[{key}/]`: the mirror's entries, and net-update writes."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from networks.choices import AuditSource
+from networks.models import DhcpRange, Network
+from networks.services.netupdate import SCOPES, network_request_update
+
+from . import serializers as s
+from .views import accepted
+
+# URL collection name → (libvirt section, serializer of the mirror's rows, rows of a network)
+COLLECTIONS = {
+    "dhcp-hosts": ("ip-dhcp-host", s.DhcpHostSerializer, lambda n: n.dhcp_reservations.all()),
+    "dhcp-ranges": ("ip-dhcp-range", s.DhcpRangeSerializer, lambda n: DhcpRange.objects.filter(ip__network=n)),
+    "dns-hosts": ("dns-host", s.DnsRecordSerializer, lambda n: n.dns_records.filter(kind="host")),
+    "dns-txt": ("dns-txt", s.DnsRecordSerializer, lambda n: n.dns_records.filter(kind="txt")),
+    "dns-srv": ("dns-srv", s.DnsRecordSerializer, lambda n: n.dns_records.filter(kind="srv")),
+    "portgroups": ("portgroup", s.PortgroupSerializer, lambda n: n.portgroups.all()),
+    "forward-interfaces": ("forward-interface", s.ForwardInterfaceSerializer, lambda n: n.forward_interfaces.all()),
+}
+
+
+class UpdateOptionsSerializer(serializers.Serializer):
+    """Fields every write takes; the section's own fields (mac, ip, name…) travel beside them."""
+
+    command = serializers.ChoiceField(choices=["add-first", "add-last"], default="add-last")
+    scope = serializers.ChoiceField(choices=SCOPES, default="both")
+    message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+def _field_errors(error: DjangoValidationError) -> dict:
+    return error.message_dict if hasattr(error, "error_dict") else {"non_field_errors": error.messages}
+
+
+class SectionView(APIView):
+    """GET lists the section's entries; POST adds one (202 with the operation)."""
+
+    @extend_schema(responses=s.DhcpHostSerializer(many=True))
+    def get(self, request, pk, collection):
+        network = get_object_or_404(Network, pk=pk)
+        _section, serializer_class, rows = COLLECTIONS[collection]
+        return Response(serializer_class(rows(network), many=True).data)
+
+    @extend_schema(request=UpdateOptionsSerializer, responses={202: s.OperationRefSerializer})
+    def post(self, request, pk, collection):
+        options = _options(request, {"command", "scope", "message"})
+        return _request_update(request, pk, collection, options["command"], options, key="")
+
+
+class EntryView(APIView):
+    """PATCH modifies the entry named by `key` (where libvirt can), DELETE removes it."""
+
+    @extend_schema(request=UpdateOptionsSerializer, responses={202: s.OperationRefSerializer})
+    def patch(self, request, pk, collection, key):
+        options = _options(request, {"scope", "message"})
+        return _request_update(request, pk, collection, "modify", options, key=key)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("scope", enum=list(SCOPES), required=False)],
+        responses={202: s.OperationRefSerializer},
+    )
+    def delete(self, request, pk, collection, key):
+        data = {**request.query_params.dict(), **(request.data if isinstance(request.data, dict) else {})}
+        options = _options(request, {"scope", "message"}, data)
+        return _request_update(request, pk, collection, "delete", options, key=key, values=data)
+
+
+def _options(request, names: set[str], data=None) -> dict:
+    data = request.data if data is None else data
+    serializer = UpdateOptionsSerializer(data={k: v for k, v in data.items() if k in names})
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _request_update(request, pk, collection, command, options, key, values=None):
+    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    values = request.data if values is None else values
+    try:
+        operation = network_request_update(
+            network=network,
+            section=COLLECTIONS[collection][0],
+            command=command,
+            values={k: v for k, v in values.items() if k not in {"command", "scope", "message"}},
+            key=key,
+            scope=options["scope"],
+            message=options.get("message", ""),
+            actor=request.user,
+            source=AuditSource.API,
+        )
+    except DjangoValidationError as error:
+        raise ValidationError(_field_errors(error)) from None
+    return accepted(operation)

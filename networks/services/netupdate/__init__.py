@@ -1,0 +1,188 @@
+"""Live network edits with virNetworkUpdate: validate, preview, request, run.
+
+Each section's `plan()` checks a change against a network's parsed XML and returns the
+exact fragment and parentIndex to send. The request checks it against the mirror (a bad
+change gets field errors and no Operation); the worker checks it again against the XML it
+has just read from the host, so a stale mirror never makes libvirt overwrite the wrong entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+
+from networks.choices import OperationKind
+from networks.hypervisor import client, xml
+from networks.hypervisor import networks as hv_networks
+from networks.hypervisor import updates as hv_updates
+from networks.hypervisor.types import NetworkInfo
+from networks.models import DhcpReservation, Network, Operation
+
+from ..operations import OperationRejected, Outcome, Progress, network_lock_key, operation_request
+from ..sync import mirror_network
+from .common import UpdatePlan, invalid
+from .dhcp import DhcpHostSection, DhcpRangeSection
+from .dns import DnsHostSection, DnsSrvSection, DnsTxtSection
+from .effects import Effect, predict_effect
+from .ports import ForwardInterfaceSection, PortgroupSection
+
+SECTIONS = {
+    handler.section: handler
+    for handler in (
+        DhcpHostSection(),
+        DhcpRangeSection(),
+        DnsHostSection(),
+        DnsTxtSection(),
+        DnsSrvSection(),
+        PortgroupSection(),
+        ForwardInterfaceSection(),
+    )
+}
+SCOPES = ("both", "config", "live")
+
+
+@dataclass(frozen=True)
+class Preview:
+    plan: UpdatePlan
+    scope: str
+    effect: Effect
+    warnings: tuple[str, ...]
+
+
+def effective_scope(scope: str, *, active: bool, persistent: bool) -> str:
+    """The scope that will really apply; an inactive network can only change its config."""
+    if scope not in SCOPES:
+        raise invalid("scope", f"Choose one of {', '.join(SCOPES)}.")
+    if not active:
+        if scope == "live":
+            raise invalid("scope", "The network is not running: choose the persistent config.")
+        return "config"
+    if not persistent:
+        if scope == "config":
+            raise invalid("scope", "A transient network has no persistent config: choose the running network.")
+        return "live"
+    return scope
+
+
+def plan_update(section: str, command: str, values: dict, key: str, info_by_scope: list[NetworkInfo]) -> UpdatePlan:
+    """Check the change against every config it will touch; they must agree on the entry."""
+    handler = SECTIONS.get(section)
+    if handler is None:
+        raise invalid("section", f"Unknown section {section!r}.")
+    if command not in handler.commands:
+        raise invalid("command", f"libvirt cannot {command} a {section} entry; allowed: {', '.join(handler.commands)}.")
+    plans = [handler.plan(command, values, info, key) for info in info_by_scope]
+    if any((p.fragment, p.parent_index) != (plans[0].fragment, plans[0].parent_index) for p in plans):
+        raise ValidationError(
+            "The running and persistent configs of this network differ here: apply the change to one at a time."
+        )
+    warnings = tuple(dict.fromkeys(w for p in plans for w in p.warnings))
+    first = plans[0]
+    return UpdatePlan(first.section, first.command, first.fragment, first.parent_index, first.summary, warnings)
+
+
+def _configs(live_xml: str, inactive_xml: str, scope: str, **state) -> list[NetworkInfo]:
+    live = xml.parse_network(live_xml, inactive_xml, **state)
+    if scope == "live" or inactive_xml == live_xml:
+        return [live]
+    config = xml.parse_network(inactive_xml, inactive_xml, **state)
+    return [config] if scope == "config" else [live, config]
+
+
+def _fleet_warnings(network: Network, section: str, values: dict, plan: UpdatePlan) -> tuple[str, ...]:
+    """The same MAC or IP reserved on another network of the fleet: allowed, but worth a look."""
+    if section != "ip-dhcp-host" or plan.command == "delete":
+        return ()
+    host = xml.parse(plan.fragment)
+    elsewhere = DhcpReservation.objects.exclude(network=network).select_related("network__host")
+    found = elsewhere.filter(mac=host.get("mac", "-")) | elsewhere.filter(address=host.get("ip"))
+    return tuple(
+        f"{r.mac or r.host_id} → {r.address} is also reserved on {r.network.name}@{r.network.host.name}."
+        for r in found[:5]
+    )
+
+
+def network_update_preview(
+    *, network: Network, section: str, command: str, values: dict, key: str = "", scope: str = "both"
+) -> Preview:
+    """What the change will do, or a ValidationError saying why it cannot be made."""
+    scope = effective_scope(scope, active=network.active, persistent=network.persistent)
+    infos = _configs(network.live_xml, network.inactive_xml or network.live_xml, scope, active=network.active)
+    plan = plan_update(section, command, values, key, infos)
+    effect = predict_effect(section=section, forward_mode=network.forward_mode, active=network.active, scope=scope)
+    warnings = plan.warnings + _fleet_warnings(network, section, values, plan)
+    if effect.lost_on_restart:
+        warnings += ("A running-only change is lost at the network's next restart.",)
+    return Preview(plan, scope, effect, warnings)
+
+
+def network_request_update(
+    *,
+    network: Network,
+    section: str,
+    command: str,
+    values: dict,
+    actor,
+    source: str,
+    key: str = "",
+    scope: str = "both",
+    message: str = "",
+) -> Operation:
+    preview = network_update_preview(
+        network=network, section=section, command=command, values=values, key=key, scope=scope
+    )
+    return operation_request(
+        kind=OperationKind.NETWORK_UPDATE,
+        host=network.host,
+        network=network,
+        actor=actor,
+        source=source,
+        lock_key=network_lock_key(network.host, network.name),
+        params={
+            "section": section,
+            "command": command,
+            "values": {k: v for k, v in values.items() if v not in (None, "")},
+            "key": key,
+            "scope": preview.scope,
+            "summary": preview.plan.summary,
+        },
+        message=message,
+        before_xml=network.inactive_xml if preview.scope == "config" else network.live_xml,
+    )
+
+
+def network_update_run(operation: Operation, progress: Progress) -> Outcome:
+    params = operation.params
+    progress.step(10, f"Connecting to {operation.host_name}")
+    conn = client.connect(operation.host.uri)
+    progress.step(25, f"Reading {operation.target_name} and checking the change again")
+    fresh = hv_networks.get_network(conn, operation.target_name)
+    scope = params["scope"]
+    infos = _configs(fresh.live_xml, fresh.inactive_xml, scope, active=fresh.active)
+    try:
+        plan = plan_update(params["section"], params["command"], params["values"], params.get("key", ""), infos)
+    except ValidationError as error:
+        raise OperationRejected(f"The network changed since the request: {_flatten(error)}") from None
+    progress.step(50, f"{plan.summary} ({scope})")
+    after = hv_updates.update_network(
+        conn,
+        operation.target_name,
+        command=plan.command,
+        section=plan.section,
+        fragment=plan.fragment,
+        parent_index=plan.parent_index,
+        scope=scope,
+    )
+    progress.step(90, "Updating the mirror")
+    mirror_network(operation.host, after)
+    before_xml, after_xml = (
+        (fresh.inactive_xml, after.inactive_xml) if scope == "config" else (fresh.live_xml, after.live_xml)
+    )
+    return Outcome({"summary": plan.summary, "scope": scope}, before_xml=before_xml, after_xml=after_xml)
+
+
+def _flatten(error: ValidationError) -> str:
+    if hasattr(error, "error_dict"):
+        return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items())
+    return " ".join(error.messages)
