@@ -43,3 +43,65 @@ class AuditFilterForm(forms.Form):
         required=False,
     )
     q = forms.CharField(required=False, label="Search")
+
+
+# The fields each net-update section takes, in the order the edit form shows them.
+SECTION_FIELDS = {
+    "ip-dhcp-host": [
+        ("mac", "MAC address"),
+        ("ip", "IP address"),
+        ("name", "Host name"),
+        ("host_id", "DHCPv6 id (IPv6)"),
+    ],
+    "ip-dhcp-range": [("start", "First address"), ("end", "Last address")],
+    "dns-host": [("ip", "IP address"), ("hostnames", "Host names (space separated)")],
+    "dns-txt": [("name", "Name"), ("value", "Value")],
+    "dns-srv": [
+        ("service", "Service"),
+        ("protocol", "Protocol (tcp/udp)"),
+        ("domain", "Domain"),
+        ("target", "Target host"),
+        ("port", "Port"),
+        ("priority", "Priority"),
+        ("weight", "Weight"),
+    ],
+    "portgroup": [
+        ("name", "Name"),
+        ("is_default", "Default (yes/no)"),
+        ("vlan_tags", "VLAN tags"),
+        ("inbound_average", "Inbound average (KiB/s)"),
+        ("outbound_average", "Outbound average (KiB/s)"),
+    ],
+    "forward-interface": [("dev", "Interface")],
+}
+SECTION_TITLES = {
+    "ip-dhcp-host": "DHCP reservation",
+    "ip-dhcp-range": "DHCP range",
+    "dns-host": "DNS host record",
+    "dns-txt": "DNS TXT record",
+    "dns-srv": "DNS SRV record",
+    "portgroup": "Portgroup",
+    "forward-interface": "Forward interface",
+}
+
+
+def initial_values(network, section: str, command: str, key: str) -> dict:
+    """Prefill a modify form from the mirror's entry."""
+    if command != "modify" or not key:
+        return {}
+    if section == "ip-dhcp-host":
+        key = key.lower()
+        for res in network.dhcp_reservations.all():
+            if key in {res.mac, res.host_id.lower(), res.name.lower()} - {""}:
+                return {"mac": res.mac, "ip": res.address, "name": res.name, "host_id": res.host_id}
+    if section == "portgroup":
+        pg = network.portgroups.filter(name=key).first()
+        if pg is not None:
+            return {
+                "name": pg.name,
+                "is_default": "yes" if pg.is_default else "no",
+                "vlan_tags": " ".join(str(tag) for tag in pg.vlan_tags),
+                "inbound_average": pg.inbound_average or "",
+                "outbound_average": pg.outbound_average or "",
+            }
+    return {}

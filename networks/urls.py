@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import audit, dashboard, guests, hosts, networks, operations
+from .views import audit, dashboard, guests, hosts, netupdate, networks, operations
 
 app_name = "networks"
 
@@ -17,6 +17,7 @@ urlpatterns = [
     path("networks/<int:pk>/stop/", networks.network_stop, name="network_stop"),
     path("networks/<int:pk>/autostart/", networks.network_autostart, name="network_autostart"),
     path("networks/<int:pk>/undefine/", networks.network_undefine, name="network_undefine"),
+    path("networks/<int:pk>/edit/<slug:section>/", netupdate.network_edit, name="network_edit"),
     path("guests/", guests.guest_list, name="guest_list"),
     path("guests/<int:pk>/", guests.guest_detail, name="guest_detail"),
     path("devices/", guests.device_list, name="device_list"),

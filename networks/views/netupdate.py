@@ -1,0 +1,63 @@
+"""Editing a network's sections live: form, then a preview of the effect, then the Operation."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+
+from networks.forms import SECTION_FIELDS, SECTION_TITLES, initial_values
+from networks.models import Network
+from networks.services.netupdate import SCOPES, network_request_update, network_update_preview
+
+from .common import WEB
+
+OPTION_NAMES = ("command", "key", "scope", "message")
+
+
+def network_edit(request, pk, section):
+    """GET shows the form; POST previews the change; POST with confirm=1 requests it."""
+    if section not in SECTION_FIELDS:
+        raise Http404("No such section")
+    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    source = request.POST if request.method == "POST" else request.GET
+    options = {name: source.get(name, "") for name in OPTION_NAMES}
+    options["command"] = options["command"] or "add-last"
+    options["scope"] = options["scope"] or "both"
+    field_names = [name for name, _label in SECTION_FIELDS[section]]
+    if request.method == "POST":
+        values = {name: request.POST.get(name, "") for name in field_names}
+    else:  # links may carry values (an SRV delete names its protocol and target)
+        given = {name: request.GET[name] for name in field_names if name in request.GET}
+        values = {**given, **initial_values(network, section, options["command"], options["key"])}
+    context = {
+        "network": network,
+        "section": section,
+        "title": SECTION_TITLES[section],
+        "fields": [(name, label, values.get(name, "")) for name, label in SECTION_FIELDS[section]],
+        "options": options,
+        "scopes": SCOPES,
+        "values": values,
+    }
+    if request.method == "POST":
+        return _preview_or_apply(request, network, section, values, options, context)
+    return render(request, "networks/network_edit.html", context)
+
+
+def _preview_or_apply(request, network, section, values, options, context):
+    arguments = {
+        "network": network,
+        "section": section,
+        "command": options["command"],
+        "values": values,
+        "key": options["key"],
+        "scope": options["scope"],
+    }
+    try:
+        if request.POST.get("confirm") == "1":
+            operation = network_request_update(**arguments, actor=request.user, source=WEB, message=options["message"])
+            messages.info(request, f"{operation.params['summary']}: requested (operation #{operation.pk}).")
+            return redirect(network)
+        context["preview"] = network_update_preview(**arguments)
+    except ValidationError as error:
+        context["errors"] = error.message_dict if hasattr(error, "error_dict") else {"__all__": error.messages}
+    return render(request, "networks/network_edit.html", context)

@@ -1,0 +1,58 @@
+from django.urls import reverse
+
+from networks.models import Network, Operation
+
+
+def _edit_url(network, section):
+    return reverse("networks:network_edit", args=[network.pk, section])
+
+
+def test_the_network_page_offers_every_section_editor(logged_in, demo_host):
+    network = Network.objects.get(host=demo_host, name="default")
+    page = logged_in.get(network.get_absolute_url()).content.decode()
+    for section in ["ip-dhcp-host", "ip-dhcp-range", "dns-host", "dns-txt", "dns-srv", "portgroup"]:
+        assert _edit_url(network, section) in page
+
+
+def test_adding_a_reservation_previews_its_effect_then_requests_an_operation(logged_in, demo_host):
+    network = Network.objects.get(host=demo_host, name="default")
+    url = _edit_url(network, "ip-dhcp-host")
+    assert logged_in.get(url).status_code == 200
+    form = {"command": "add-last", "scope": "both", "mac": "52:54:00:AB:CD:EF", "ip": "192.168.122.40", "name": "bob"}
+    preview = logged_in.post(url, form).content.decode()
+    assert "Reserve 52:54:00:ab:cd:ef → 192.168.122.40" in preview
+    assert "SIGHUP" in preview and "dynamic range" in preview
+    assert not Operation.objects.filter(kind="network.update").exists()
+    response = logged_in.post(url, {**form, "confirm": "1", "message": "new build box"})
+    assert response.status_code == 302 and response.url == network.get_absolute_url()
+    operation = Operation.objects.get(kind="network.update")
+    assert operation.params["values"]["mac"] == "52:54:00:AB:CD:EF" and operation.message == "new build box"
+
+
+def test_a_bad_reservation_shows_field_errors_and_requests_nothing(logged_in, demo_host):
+    network = Network.objects.get(host=demo_host, name="default")
+    form = {"command": "add-last", "scope": "both", "mac": "52:54:00:0a:00:11", "ip": "192.168.122.400"}
+    for extra in ({}, {"confirm": "1"}):
+        page = logged_in.post(_edit_url(network, "ip-dhcp-host"), {**form, **extra}).content.decode()
+        assert 'id="edit-errors"' in page and "not an IP address" in page
+    assert not Operation.objects.filter(kind="network.update").exists()
+
+
+def test_editing_a_reservation_starts_from_its_current_values(logged_in, demo_host):
+    network = Network.objects.get(host=demo_host, name="default")
+    page = logged_in.get(_edit_url(network, "ip-dhcp-host"), {"command": "modify", "key": "52:54:00:0a:00:11"})
+    assert 'value="192.168.122.11"' in page.content.decode()
+
+
+def test_deleting_asks_for_confirmation_first(logged_in, demo_host):
+    network = Network.objects.get(host=demo_host, name="default")
+    url = _edit_url(network, "dns-srv")
+    page = logged_in.post(url, {"command": "delete", "key": "http", "scope": "both"}).content.decode()
+    assert "Delete SRV _http._tcp" in page and "dnsmasq restarts" in page
+    logged_in.post(url, {"command": "delete", "key": "http", "scope": "both", "confirm": "1"})
+    assert Operation.objects.get(kind="network.update").params["command"] == "delete"
+
+
+def test_an_unknown_section_is_404(logged_in, demo_host):
+    network = Network.objects.get(host=demo_host, name="default")
+    assert logged_in.get(_edit_url(network, "bridge")).status_code == 404
