@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from networks.choices import GuestState
 from networks.models import (
     AuditEvent,
+    DhcpLease,
     DhcpReservation,
     Guest,
     GuestInterface,
@@ -115,3 +118,20 @@ def audit_list(*, action=None, actor=None, host_id=None, source=None, search=Non
     if search:
         events = events.filter(Q(object_name__icontains=search) | Q(message__icontains=search))
     return events
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    lease: DhcpLease
+    reserved_address: str  # the address reserved for this MAC, if any
+    stale: bool  # holds another address than its reservation until it renews
+
+
+def lease_rows(network: Network) -> list[LeaseRow]:
+    """Current leases, each with the reservation of its MAC, flagging guests still on an old address."""
+    reserved = {r.mac: r.address for r in network.dhcp_reservations.all() if r.mac}
+    rows = []
+    for lease in network.dhcp_leases.all():
+        wanted = reserved.get(lease.mac, "")
+        rows.append(LeaseRow(lease, wanted, bool(wanted) and wanted != lease.address))
+    return rows

@@ -7,7 +7,7 @@ import libvirt
 from . import xml
 from .client import libvirt_errors
 from .errors import HypervisorError
-from .types import GuestInfo, HostFacts, HostInventory, NetworkInfo, NodeDeviceInfo
+from .types import DhcpLease, GuestInfo, HostFacts, HostInventory, NetworkInfo, NodeDeviceInfo
 
 _DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -43,14 +43,39 @@ def read_host(conn: libvirt.virConnect) -> HostInventory:
 
 def read_network(net: libvirt.virNetwork) -> NetworkInfo:
     persistent = bool(net.isPersistent())
+    active = bool(net.isActive())
     live = net.XMLDesc(0)
     inactive = _inactive_xml(net, live) if persistent else live
+    leases = read_leases(net) if active else ()
     return xml.parse_network(
         live,
         inactive,
-        active=bool(net.isActive()),
+        active=active,
         autostart=bool(net.autostart()) if persistent else False,
         persistent=persistent,
+        leases=leases or (),
+        leases_known=leases is not None,
+    )
+
+
+def read_leases(net: libvirt.virNetwork) -> tuple[DhcpLease, ...] | None:
+    """The network's current DHCP leases; None where the driver cannot tell."""
+    try:
+        found = net.DHCPLeases()
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return None
+        raise
+    return tuple(
+        DhcpLease(
+            mac=(lease.get("mac") or "").lower(),
+            ip=lease.get("ipaddr") or "",
+            prefix=lease.get("prefix"),
+            hostname=lease.get("hostname") or "",
+            client_id=lease.get("clientid") or lease.get("iaid") or "",
+            expires=lease.get("expirytime"),
+        )
+        for lease in found
     )
 
 

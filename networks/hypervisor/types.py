@@ -59,6 +59,16 @@ class ForwardInterface:
 
 
 @dataclass(frozen=True)
+class DhcpLease:
+    mac: str
+    ip: str
+    prefix: int | None = None
+    hostname: str = ""
+    client_id: str = ""
+    expires: int | None = None  # seconds since the epoch
+
+
+@dataclass(frozen=True)
 class NetworkInfo:
     name: str
     uuid: str
@@ -79,6 +89,8 @@ class NetworkInfo:
     persistent: bool = True
     live_xml: str = ""
     inactive_xml: str = ""
+    leases: tuple[DhcpLease, ...] = ()
+    leases_known: bool = False  # False where the driver cannot list leases (test driver)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@ from .audit import AuditEvent
 from .devices import NodeDevice
 from .guests import Guest, GuestInterface
 from .hosts import Host
-from .networks import DhcpRange, DhcpReservation, DnsRecord, ForwardInterface, Network, NetworkIp, Portgroup
+from .networks import DhcpLease, DhcpRange, DhcpReservation, DnsRecord, ForwardInterface, Network, NetworkIp, Portgroup
 from .operations import Operation
 
 __all__ = [
     "AuditEvent",
+    "DhcpLease",
     "DhcpRange",
     "DhcpReservation",
     "DnsRecord",

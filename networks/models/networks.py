@@ -23,6 +23,7 @@ class Network(models.Model):
     live_xml = models.TextField(blank=True)
     inactive_xml = models.TextField(blank=True)
     drifted = models.BooleanField(default=False, help_text="The running config differs from the persistent one.")
+    leases_known = models.BooleanField(default=False, help_text="The host could list this network's DHCP leases.")
     synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -149,3 +150,21 @@ class ForwardInterface(models.Model):
 
     def __str__(self) -> str:
         return self.dev or self.pci_address
+
+
+class DhcpLease(models.Model):
+    """A DHCP lease dnsmasq handed out, as read at the last sync of the network."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="dhcp_leases")
+    mac = models.CharField(max_length=17, blank=True)
+    address = models.GenericIPAddressField()
+    prefix = models.PositiveSmallIntegerField(null=True, blank=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    client_id = models.CharField(max_length=255, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["network", "address"]
+
+    def __str__(self) -> str:
+        return f"{self.mac} {self.address}"

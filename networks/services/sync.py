@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -10,6 +12,7 @@ from networks.hypervisor import client, inventory
 from networks.hypervisor.errors import HostUnreachable
 from networks.hypervisor.types import GuestInfo, HostInventory, NetworkInfo, NodeDeviceInfo
 from networks.models import (
+    DhcpLease,
     DhcpRange,
     DhcpReservation,
     DnsRecord,
@@ -97,6 +100,7 @@ def mirror_network(host: Host, info: NetworkInfo, now=None) -> Network:
             "live_xml": info.live_xml,
             "inactive_xml": info.inactive_xml,
             "drifted": info.active and info.persistent and xml_differs(info.live_xml, info.inactive_xml),
+            "leases_known": info.leases_known,
             "synced_at": now or timezone.now(),
         },
     )
@@ -109,6 +113,7 @@ def _replace_network_children(network: Network, info: NetworkInfo) -> None:
     network.dns_records.all().delete()
     network.portgroups.all().delete()
     network.forward_interfaces.all().delete()
+    network.dhcp_leases.all().delete()
     for position, ip_info in enumerate(info.ips):
         ip = NetworkIp.objects.create(
             network=network, position=position, address=ip_info.address, prefix=ip_info.prefix, family=ip_info.family
@@ -122,6 +127,20 @@ def _replace_network_children(network: Network, info: NetworkInfo) -> None:
     Portgroup.objects.bulk_create(Portgroup(network=network, **_portgroup_values(pg)) for pg in info.portgroups)
     ForwardInterface.objects.bulk_create(
         ForwardInterface(network=network, **vars(fwd)) for fwd in info.forward_interfaces
+    )
+    DhcpLease.objects.bulk_create(_lease_row(network, lease) for lease in info.leases)
+
+
+def _lease_row(network: Network, lease) -> DhcpLease:
+    expires = datetime.fromtimestamp(lease.expires, tz=UTC) if lease.expires else None
+    return DhcpLease(
+        network=network,
+        mac=lease.mac,
+        address=lease.ip,
+        prefix=lease.prefix,
+        hostname=lease.hostname,
+        client_id=lease.client_id,
+        expires_at=expires,
     )
 
 

@@ -30,6 +30,7 @@ def network_detail(request, pk):
     context = {
         "network": network,
         "reservations": selectors.network_reservations(network),
+        "leases": selectors.lease_rows(network),
         "drift_diff": xml_diff(network.inactive_xml, network.live_xml, "persistent", "running")
         if network.drifted
         else "",

@@ -93,9 +93,11 @@ def test_a_real_guest_on_a_kvmweb_network_is_mirrored_and_named_before_a_stop(
     iface = mirrored.interfaces.get()
     assert mirrored.state == "running"
     assert iface.mac == guest.mac and iface.network.name == "kvguests" and iface.target_dev.startswith("vnet")
+    network = Network.objects.get(host=host, name="kvguests")
+    assert network.leases_known
+    assert [(lease.mac, lease.address) for lease in network.dhcp_leases.all()] == [(guest.mac, ip)]
 
     client.force_login(admin)
-    network = Network.objects.get(host=host, name="kvguests")
     page = client.get(reverse("networks:network_stop", args=[network.pk])).content.decode()
     assert "will lose connectivity" in page and "kvmweb-g1" in page and guest.mac in page
 

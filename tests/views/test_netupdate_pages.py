@@ -56,3 +56,13 @@ def test_deleting_asks_for_confirmation_first(logged_in, demo_host):
 def test_an_unknown_section_is_404(logged_in, demo_host):
     network = Network.objects.get(host=demo_host, name="default")
     assert logged_in.get(_edit_url(network, "bridge")).status_code == 404
+
+
+def test_a_guest_still_on_its_old_address_is_marked_until_it_renews(logged_in, demo_host):
+    network = Network.objects.get(host=demo_host, name="default")
+    Network.objects.filter(pk=network.pk).update(leases_known=True)
+    network.dhcp_leases.create(mac="52:54:00:0a:00:11", address="192.168.122.77", hostname="web01")
+    network.dhcp_leases.create(mac="52:54:00:0a:00:12", address="192.168.122.12", hostname="web02")
+    page = logged_in.get(network.get_absolute_url()).content.decode()
+    assert "reserved 192.168.122.11: renews at" in page
+    assert page.count("badge ok") == 1
