@@ -23,6 +23,7 @@ class OperationKind(models.TextChoices):
     NETWORK_UNDEFINE = "network.undefine", "Undefine network"
     NETWORK_CREATE = "network.create", "Create network"
     NETWORK_UPDATE = "network.update", "Update network"
+    NETWORK_BULK_IMPORT = "network.bulk_import", "Import DHCP reservations"
 
 
 class AuditSource(models.TextChoices):

@@ -10,7 +10,12 @@ from rest_framework.views import APIView
 
 from networks.choices import AuditSource
 from networks.models import DhcpRange, Network
-from networks.services.netupdate import SCOPES, network_request_update
+from networks.services.netupdate import (
+    SCOPES,
+    network_bulk_preview,
+    network_request_bulk_import,
+    network_request_update,
+)
 
 from . import serializers as s
 from .views import accepted
@@ -97,3 +102,53 @@ def _request_update(request, pk, collection, command, options, key, values=None)
     except DjangoValidationError as error:
         raise ValidationError(_field_errors(error)) from None
     return accepted(operation)
+
+
+class BulkImportSerializer(serializers.Serializer):
+    csv = serializers.CharField(help_text="Lines of mac,ip,name")
+    strategy = serializers.ChoiceField(choices=["live", "config"], default="live")
+    dry_run = serializers.BooleanField(default=False)
+    message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+class BulkImportView(APIView):
+    """POST CSV: with dry_run the per-row checks and predicted cost; otherwise 202 with the operation."""
+
+    @extend_schema(request=BulkImportSerializer, responses={202: s.OperationRefSerializer})
+    def post(self, request, pk):
+        network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+        data = BulkImportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        options = data.validated_data
+        try:
+            if options["dry_run"]:
+                return Response(_bulk_preview_json(network_bulk_preview(network=network, csv_text=options["csv"])))
+            operation = network_request_bulk_import(
+                network=network,
+                csv_text=options["csv"],
+                strategy=options["strategy"],
+                message=options["message"],
+                actor=request.user,
+                source=AuditSource.API,
+            )
+        except DjangoValidationError as error:
+            raise ValidationError(_field_errors(error)) from None
+        return accepted(operation)
+
+
+def _bulk_preview_json(preview) -> dict:
+    return {
+        "valid": preview.valid,
+        "invalid": preview.invalid,
+        "predicted_seconds": preview.seconds_by_strategy,
+        "rows": [
+            {
+                "line": row.line,
+                **row.values,
+                "ok": row.ok,
+                "errors": row.errors,
+                "warnings": row.plan.warnings if row.ok else [],
+            }
+            for row in preview.rows
+        ],
+    }

@@ -106,11 +106,11 @@ def _parse_ip(ip: etree._Element) -> IpConfig:
     ranges = hosts = ()
     if dhcp is not None:
         ranges = tuple(DhcpRange(r.get("start", ""), r.get("end", "")) for r in dhcp.findall("range"))
-        hosts = tuple(_parse_dhcp_host(h) for h in dhcp.findall("host"))
+        hosts = tuple(parse_dhcp_host(h) for h in dhcp.findall("host"))
     return IpConfig(address, prefix, family, ranges, hosts)
 
 
-def _parse_dhcp_host(host: etree._Element) -> DhcpHost:
+def parse_dhcp_host(host: etree._Element) -> DhcpHost:
     return DhcpHost(
         ip=host.get("ip", ""),
         mac=(host.get("mac") or "").lower(),

@@ -120,6 +120,14 @@ def operation_claim(operation_id: int) -> Operation | None:
     return operation
 
 
+class BulkPartlyFailed(Exception):
+    """Some rows of a bulk operation failed; `result` says which, and the others were applied."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
+
 class Progress:
     """What a running operation tells its watchers: percent, current step, log lines."""
 
@@ -158,6 +166,7 @@ def _handlers() -> dict[str, Handler]:
         OperationKind.NETWORK_UNDEFINE: networks.network_undefine_run,
         OperationKind.NETWORK_CREATE: networks.network_create_run,
         OperationKind.NETWORK_UPDATE: netupdate.network_update_run,
+        OperationKind.NETWORK_BULK_IMPORT: netupdate.network_bulk_run,
     }
 
 
@@ -172,6 +181,8 @@ def operation_run(operation_id: int) -> Operation | None:
         outcome = _handlers()[operation.kind](operation, progress)
     except (HypervisorError, OperationRejected) as error:
         return _finish(operation, OperationStatus.FAILED, Outcome(), error=str(error))
+    except BulkPartlyFailed as error:
+        return _finish(operation, OperationStatus.FAILED, Outcome(error.result), error=str(error))
     except Exception as error:  # an unexpected bug must still end the row, and say so
         logger.exception("Operation %s crashed", operation.pk)
         return _finish(operation, OperationStatus.FAILED, Outcome(), error=f"Internal error: {error!r}")

@@ -2,12 +2,19 @@
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from networks.forms import SECTION_FIELDS, SECTION_TITLES, initial_values
 from networks.models import Network
-from networks.services.netupdate import SCOPES, network_request_update, network_update_preview
+from networks.services.netupdate import (
+    SCOPES,
+    network_bulk_preview,
+    network_request_bulk_import,
+    network_request_update,
+    network_update_preview,
+)
+from networks.services.netupdate.bulk import export_csv
 
 from .common import WEB
 
@@ -61,3 +68,36 @@ def _preview_or_apply(request, network, section, values, options, context):
     except ValidationError as error:
         context["errors"] = error.message_dict if hasattr(error, "error_dict") else {"__all__": error.messages}
     return render(request, "networks/network_edit.html", context)
+
+
+def network_import(request, pk):
+    """Bulk reservations: paste or upload CSV, preview each row, pick a strategy, apply."""
+    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    context = {"network": network, "csv_text": "", "strategy": "live"}
+    if request.method == "POST":
+        upload = request.FILES.get("csv_file")
+        csv_text = upload.read().decode("utf-8", "replace") if upload else request.POST.get("csv_text", "")
+        context.update(csv_text=csv_text, strategy=request.POST.get("strategy", "live"))
+        try:
+            if request.POST.get("confirm") == "1":
+                operation = network_request_bulk_import(
+                    network=network,
+                    csv_text=csv_text,
+                    strategy=context["strategy"],
+                    actor=request.user,
+                    source=WEB,
+                    message=request.POST.get("message", ""),
+                )
+                messages.info(request, f"{operation.params['summary']}: requested (operation #{operation.pk}).")
+                return redirect(operation)
+            context["preview"] = network_bulk_preview(network=network, csv_text=csv_text)
+        except ValidationError as error:
+            context["errors"] = error.message_dict if hasattr(error, "error_dict") else {"__all__": error.messages}
+    return render(request, "networks/network_import.html", context)
+
+
+def network_reservations_csv(request, pk):
+    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    response = HttpResponse(export_csv(network.dhcp_reservations.order_by("ip__position", "address")), "text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{network.host.name}-{network.name}-reservations.csv"'
+    return response

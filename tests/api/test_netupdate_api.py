@@ -88,3 +88,13 @@ def test_a_running_only_write_is_recorded_with_its_scope(api, default):
     )
     operation = Operation.objects.get(pk=response.json()["operation"]["id"])
     assert operation.params["scope"] == "live" and operation.message == "test"
+
+
+def test_bulk_import_dry_run_then_apply(api, default):
+    url = f"/api/networks/{default.pk}/dhcp-hosts/import/"
+    csv_text = "52:54:00:20:00:01,192.168.122.201,a\nbad,192.168.122.202,b\n"
+    dry = api.post(url, {"csv": csv_text, "dry_run": True}, format="json")
+    assert dry.status_code == 200 and (dry.json()["valid"], dry.json()["invalid"]) == (1, 1)
+    assert not Operation.objects.filter(kind="network.bulk_import").exists()
+    finished = _run(api.post(url, {"csv": csv_text, "strategy": "live"}, format="json"))
+    assert finished.result["added"] == 1

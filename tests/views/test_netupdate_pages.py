@@ -66,3 +66,19 @@ def test_a_guest_still_on_its_old_address_is_marked_until_it_renews(logged_in, d
     page = logged_in.get(network.get_absolute_url()).content.decode()
     assert "reserved 192.168.122.11: renews at" in page
     assert page.count("badge ok") == 1
+
+
+def test_export_and_import_pages(logged_in, demo_host):
+    default = Network.objects.get(host=demo_host, name="default")
+    csv_page = logged_in.get(f"/networks/{default.pk}/reservations.csv")
+    assert csv_page["Content-Type"] == "text/csv" and b"52:54:00:0a:00:11" in csv_page.content
+    preview = logged_in.post(
+        f"/networks/{default.pk}/reservations/import/", {"csv_text": "52:54:00:20:00:09,192.168.122.209,z"}
+    )
+    assert b"1 row can be imported" in preview.content
+    response = logged_in.post(
+        f"/networks/{default.pk}/reservations/import/",
+        {"csv_text": "52:54:00:20:00:09,192.168.122.209,z", "strategy": "config", "confirm": "1"},
+    )
+    operation = Operation.objects.get(kind="network.bulk_import")
+    assert response.url == operation.get_absolute_url() and operation.params["scope"] == "config"

@@ -16,11 +16,13 @@ from networks.choices import OperationKind
 from networks.hypervisor import client, xml
 from networks.hypervisor import networks as hv_networks
 from networks.hypervisor import updates as hv_updates
+from networks.hypervisor.errors import HypervisorError
 from networks.hypervisor.types import NetworkInfo
 from networks.models import DhcpReservation, Network, Operation
 
-from ..operations import OperationRejected, Outcome, Progress, network_lock_key, operation_request
+from ..operations import BulkPartlyFailed, OperationRejected, Outcome, Progress, network_lock_key, operation_request
 from ..sync import mirror_network
+from . import bulk
 from .common import UpdatePlan, invalid
 from .dhcp import DhcpHostSection, DhcpRangeSection
 from .dns import DnsHostSection, DnsSrvSection, DnsTxtSection
@@ -186,3 +188,101 @@ def _flatten(error: ValidationError) -> str:
     if hasattr(error, "error_dict"):
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items())
     return " ".join(error.messages)
+
+
+# ---------------------------------------------------------------- bulk import of reservations
+
+
+@dataclass(frozen=True)
+class BulkPreview:
+    rows: list[bulk.BulkRow]
+    valid: int
+    invalid: int
+    seconds_by_strategy: dict[str, float]
+    live_effect: Effect
+
+
+def network_bulk_preview(*, network: Network, csv_text: str) -> BulkPreview:
+    rows, _ = bulk.check_rows(bulk.parse_csv(csv_text), _configs(network.live_xml, network.live_xml, "live")[0])
+    valid = sum(row.ok for row in rows)
+    return BulkPreview(
+        rows=rows,
+        valid=valid,
+        invalid=len(rows) - valid,
+        seconds_by_strategy={
+            s: bulk.predicted_seconds(valid, forward_mode=network.forward_mode, strategy=s) for s in bulk.STRATEGIES
+        },
+        live_effect=predict_effect(
+            section="ip-dhcp-host", forward_mode=network.forward_mode, active=network.active, scope="both"
+        ),
+    )
+
+
+def network_request_bulk_import(
+    *, network: Network, csv_text: str, strategy: str, actor, source: str, message: str = ""
+) -> Operation:
+    """One Operation that adds every valid row; invalid rows are reported, never sent."""
+    if strategy not in bulk.STRATEGIES:
+        raise invalid("strategy", f"Choose one of {', '.join(bulk.STRATEGIES)}.")
+    preview = network_bulk_preview(network=network, csv_text=csv_text)
+    if not preview.valid:
+        raise invalid("csv", "No row of this file can be imported.")
+    scope = effective_scope(
+        "config" if strategy == "config" else "both", active=network.active, persistent=network.persistent
+    )
+    return operation_request(
+        kind=OperationKind.NETWORK_BULK_IMPORT,
+        host=network.host,
+        network=network,
+        actor=actor,
+        source=source,
+        lock_key=network_lock_key(network.host, network.name),
+        params={
+            "rows": [{"line": row.line, **row.values} for row in preview.rows if row.ok],
+            "skipped": [{"line": row.line, "errors": row.errors} for row in preview.rows if not row.ok],
+            "scope": scope,
+            "strategy": strategy,
+            "summary": f"Import {preview.valid} DHCP reservations ({strategy})",
+        },
+        message=message,
+        before_xml=network.live_xml,
+    )
+
+
+def network_bulk_run(operation: Operation, progress: Progress) -> Outcome:
+    """Apply the rows one by one over one connection, each checked against the fresh XML."""
+    params, scope = operation.params, operation.params["scope"]
+    conn = client.connect(operation.host.uri)
+    fresh = hv_networks.get_network(conn, operation.target_name)
+    info = _configs(fresh.live_xml, fresh.inactive_xml, scope, active=fresh.active)[-1]
+    results, total = [], len(params["rows"])
+    for number, row in enumerate(params["rows"], start=1):
+        outcome, plan = _bulk_apply_row(conn, operation.target_name, row, info, scope)
+        results.append(outcome)
+        if plan is not None:  # later rows are checked against this one too
+            info = bulk.with_host(info, plan.parent_index, xml.parse_dhcp_host(xml.parse(plan.fragment)))
+        if number % 10 == 0 or number == total:
+            progress.step(5 + int(85 * number / total), f"{number} of {total} rows")
+    after = hv_networks.get_network(conn, operation.target_name)
+    mirror_network(operation.host, after)
+    failed = [r for r in results if r["status"] != "added"]
+    result = {"added": total - len(failed), "failed": len(failed), "rows": results, "skipped": params["skipped"]}
+    if failed:
+        raise BulkPartlyFailed(f"{len(failed)} of {total} rows failed; the others were applied.", result)
+    return Outcome(result, before_xml=fresh.live_xml, after_xml=after.live_xml)
+
+
+def _bulk_apply_row(conn, network_name: str, row: dict, info: NetworkInfo, scope: str):
+    """Apply one row; returns its result and, if it was added, its plan."""
+    values = {k: v for k, v in row.items() if k != "line"}
+    try:
+        plan = DhcpHostSection().plan("add-last", values, info)
+        hv_updates.update_network(
+            conn, network_name, command="add-last", section=plan.section, fragment=plan.fragment,
+            parent_index=plan.parent_index, scope=scope,
+        )  # fmt: skip
+    except ValidationError as error:
+        return {"line": row["line"], "status": "failed", "error": _flatten(error)}, None
+    except HypervisorError as error:
+        return {"line": row["line"], "status": "failed", "error": str(error)}, None
+    return {"line": row["line"], "status": "added"}, plan
