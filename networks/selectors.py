@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from django.db.models import Count, Prefetch, Q, QuerySet
@@ -11,6 +12,7 @@ from networks.models import (
     AuditEvent,
     DhcpLease,
     DhcpReservation,
+    DnsRecord,
     Guest,
     GuestInterface,
     Host,
@@ -135,3 +137,52 @@ def lease_rows(network: Network) -> list[LeaseRow]:
         wanted = reserved.get(lease.mac, "")
         rows.append(LeaseRow(lease, wanted, bool(wanted) and wanted != lease.address))
     return rows
+
+
+@dataclass(frozen=True)
+class IpamResults:
+    query: str
+    reservations: list
+    leases: list
+    interfaces: list
+    dns_records: list
+    subnets: list
+
+    @property
+    def empty(self) -> bool:
+        return not any((self.reservations, self.leases, self.interfaces, self.dns_records, self.subnets))
+
+
+def ipam_search(query: str, limit: int = 200) -> IpamResults:
+    """Where a MAC, IP or name is used across the fleet: reservations, leases, NICs, DNS, subnets."""
+    query = query.strip()
+    mac = query.lower().replace("-", ":")
+    reservations = DhcpReservation.objects.select_related("network__host").filter(
+        Q(mac__icontains=mac) | Q(address__icontains=query) | Q(name__icontains=query) | Q(host_id__icontains=query)
+    )
+    leases = DhcpLease.objects.select_related("network__host").filter(
+        Q(mac__icontains=mac) | Q(address__icontains=query) | Q(hostname__icontains=query)
+    )
+    interfaces = GuestInterface.objects.select_related("guest__host", "network").filter(mac__icontains=mac)
+    dns = DnsRecord.objects.select_related("network__host").filter(Q(name__icontains=query) | Q(value__icontains=query))
+    return IpamResults(
+        query,
+        list(reservations[:limit]),
+        list(leases[:limit]),
+        list(interfaces[:limit]),
+        list(dns[:limit]),
+        _subnets_containing(query),
+    )
+
+
+def _subnets_containing(query: str) -> list:
+    try:
+        address = ipaddress.ip_address(query)
+    except ValueError:
+        return []
+    return [
+        ip
+        for ip in NetworkIp.objects.select_related("network__host")
+        if ip.family == f"ipv{address.version}"
+        and address in ipaddress.ip_interface(f"{ip.address}/{ip.prefix}").network
+    ]

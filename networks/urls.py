@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import audit, dashboard, guests, hosts, netupdate, networks, operations
+from .views import audit, dashboard, guests, hosts, ipam, netupdate, networks, operations
 
 app_name = "networks"
 
@@ -27,6 +27,7 @@ urlpatterns = [
     path("operations/<int:pk>/", operations.operation_detail, name="operation_detail"),
     path("operations/<int:pk>/progress/", operations.operation_progress, name="operation_progress"),
     path("operations/<int:pk>/cancel/", operations.operation_cancel_view, name="operation_cancel"),
+    path("addresses/", ipam.ipam, name="ipam"),
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/<int:pk>/", audit.audit_detail, name="audit_detail"),
 ]

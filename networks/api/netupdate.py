@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from networks.choices import AuditSource
 from networks.models import DhcpRange, Network
+from networks.selectors import ipam_search
 from networks.services.netupdate import (
     SCOPES,
     network_bulk_preview,
@@ -152,3 +153,31 @@ def _bulk_preview_json(preview) -> dict:
             for row in preview.rows
         ],
     }
+
+
+class IpamView(APIView):
+    """GET ?q=MAC, IP or name: where it is used across the fleet."""
+
+    @extend_schema(parameters=[OpenApiParameter("q", required=True)])
+    def get(self, request):
+        query = request.query_params.get("q", "").strip()
+        if len(query) < 2:
+            raise ValidationError({"q": ["Give at least 2 characters."]})
+        found = ipam_search(query)
+        return Response(
+            {
+                "reservations": s.IpamReservationSerializer(found.reservations, many=True).data,
+                "leases": [
+                    {"network": lease.network_id, "mac": lease.mac, "ip": lease.address, "hostname": lease.hostname}
+                    for lease in found.leases
+                ],
+                "interfaces": [
+                    {"guest": i.guest_id, "guest_name": i.guest.name, "mac": i.mac, "network": i.network_id}
+                    for i in found.interfaces
+                ],
+                "dns_records": [{"network": d.network_id, **s.DnsRecordSerializer(d).data} for d in found.dns_records],
+                "subnets": [
+                    {"network": ip.network_id, "address": ip.address, "prefix": ip.prefix} for ip in found.subnets
+                ],
+            }
+        )

@@ -93,6 +93,14 @@ class DhcpHostSerializer(serializers.ModelSerializer):
         fields = ["mac", "ip", "name", "host_id"]
 
 
+class IpamReservationSerializer(DhcpHostSerializer):
+    network_name = serializers.CharField(source="network.name")
+    host_name = serializers.CharField(source="network.host.name")
+
+    class Meta(DhcpHostSerializer.Meta):
+        fields = [*DhcpHostSerializer.Meta.fields, "network", "network_name", "host_name"]
+
+
 class NetworkIpSerializer(serializers.ModelSerializer):
     dhcp_ranges = DhcpRangeSerializer(many=True, read_only=True)
     dhcp_hosts = DhcpHostSerializer(many=True, read_only=True, source="dhcp_reservations")

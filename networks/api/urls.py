@@ -16,6 +16,7 @@ collections = "|".join(netupdate.COLLECTIONS)
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("ipam/", netupdate.IpamView.as_view(), name="ipam"),
     path("networks/<int:pk>/dhcp-hosts/import/", netupdate.BulkImportView.as_view(), name="network-bulk-import"),
     re_path(
         rf"^networks/(?P<pk>[0-9]+)/(?P<collection>{collections})/$",

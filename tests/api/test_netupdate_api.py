@@ -98,3 +98,11 @@ def test_bulk_import_dry_run_then_apply(api, default):
     assert not Operation.objects.filter(kind="network.bulk_import").exists()
     finished = _run(api.post(url, {"csv": csv_text, "strategy": "live"}, format="json"))
     assert finished.result["added"] == 1
+
+
+def test_the_ipam_endpoint_finds_reservations_nics_and_subnets(api, default):
+    body = api.get("/api/ipam/", {"q": "52:54:00:0a:00:11"}).json()
+    assert body["reservations"][0]["network_name"] == "default" and body["reservations"][0]["ip"] == "192.168.122.11"
+    assert body["interfaces"][0]["guest_name"] == "web01"
+    assert api.get("/api/ipam/", {"q": "10.30.0.77"}).json()["subnets"][0]["prefix"] == 24
+    assert api.get("/api/ipam/", {"q": "x"}).status_code == 400

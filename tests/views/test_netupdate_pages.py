@@ -82,3 +82,10 @@ def test_export_and_import_pages(logged_in, demo_host):
     )
     operation = Operation.objects.get(kind="network.bulk_import")
     assert response.url == operation.get_absolute_url() and operation.params["scope"] == "config"
+
+
+def test_the_address_search_finds_a_mac_everywhere_it_is_used(logged_in, demo_host):
+    page = logged_in.get("/addresses/", {"q": "52-54-00-0A-00-11"}).content.decode()
+    assert 'id="ipam-reservations"' in page and "web01" in page and "Guest interfaces" in page
+    page = logged_in.get("/addresses/", {"q": "192.168.122.200"}).content.decode()
+    assert "Subnets containing 192.168.122.200" in page and "default" in page
