@@ -45,6 +45,25 @@ def update_flags(*, active: bool, persistent: bool, scope: str) -> int:
     return live | config
 
 
+class NetworkUpdater:
+    """Many net-updates to one network over one connection: looked up once, flags fixed once."""
+
+    def __init__(self, conn: libvirt.virConnect, name: str, scope: str):
+        with libvirt_errors():
+            self.net = lookup(conn, name)
+            self.flags = update_flags(
+                active=bool(self.net.isActive()), persistent=bool(self.net.isPersistent()), scope=scope
+            )
+
+    def apply(self, *, command: str, section: str, fragment: str, parent_index: int = -1) -> None:
+        with libvirt_errors():
+            self.net.update(COMMANDS[command], SECTIONS[section], parent_index, fragment, self.flags)
+
+    def read(self) -> NetworkInfo:
+        with libvirt_errors():
+            return read_network(self.net)
+
+
 def update_network(
     conn: libvirt.virConnect,
     name: str,
@@ -56,8 +75,6 @@ def update_network(
     scope: str = "both",
 ) -> NetworkInfo:
     """Apply one net-update and return the network as it is afterwards."""
-    with libvirt_errors():
-        net = lookup(conn, name)
-        flags = update_flags(active=bool(net.isActive()), persistent=bool(net.isPersistent()), scope=scope)
-        net.update(COMMANDS[command], SECTIONS[section], parent_index, fragment, flags)
-        return read_network(net)
+    updater = NetworkUpdater(conn, name, scope)
+    updater.apply(command=command, section=section, fragment=fragment, parent_index=parent_index)
+    return updater.read()

@@ -256,14 +256,15 @@ def network_bulk_run(operation: Operation, progress: Progress) -> Outcome:
     fresh = hv_networks.get_network(conn, operation.target_name)
     info = _configs(fresh.live_xml, fresh.inactive_xml, scope, active=fresh.active)[-1]
     results, total = [], len(params["rows"])
+    updater = hv_updates.NetworkUpdater(conn, operation.target_name, scope)
     for number, row in enumerate(params["rows"], start=1):
-        outcome, plan = _bulk_apply_row(conn, operation.target_name, row, info, scope)
+        outcome, plan = _bulk_apply_row(updater, row, info)
         results.append(outcome)
         if plan is not None:  # later rows are checked against this one too
             info = bulk.with_host(info, plan.parent_index, xml.parse_dhcp_host(xml.parse(plan.fragment)))
         if number % 10 == 0 or number == total:
             progress.step(5 + int(85 * number / total), f"{number} of {total} rows")
-    after = hv_networks.get_network(conn, operation.target_name)
+    after = updater.read()
     mirror_network(operation.host, after)
     failed = [r for r in results if r["status"] != "added"]
     result = {"added": total - len(failed), "failed": len(failed), "rows": results, "skipped": params["skipped"]}
@@ -272,15 +273,12 @@ def network_bulk_run(operation: Operation, progress: Progress) -> Outcome:
     return Outcome(result, before_xml=fresh.live_xml, after_xml=after.live_xml)
 
 
-def _bulk_apply_row(conn, network_name: str, row: dict, info: NetworkInfo, scope: str):
+def _bulk_apply_row(updater: hv_updates.NetworkUpdater, row: dict, info: NetworkInfo):
     """Apply one row; returns its result and, if it was added, its plan."""
     values = {k: v for k, v in row.items() if k != "line"}
     try:
         plan = DhcpHostSection().plan("add-last", values, info)
-        hv_updates.update_network(
-            conn, network_name, command="add-last", section=plan.section, fragment=plan.fragment,
-            parent_index=plan.parent_index, scope=scope,
-        )  # fmt: skip
+        updater.apply(command="add-last", section=plan.section, fragment=plan.fragment, parent_index=plan.parent_index)
     except ValidationError as error:
         return {"line": row["line"], "status": "failed", "error": _flatten(error)}, None
     except HypervisorError as error:

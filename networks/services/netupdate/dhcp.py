@@ -118,7 +118,7 @@ class DhcpHostSection:
                 continue
             if host.mac and other.mac == host.mac:
                 raise invalid("mac", f"{host.mac} is already reserved on {info.name}: {_describe(other)}.")
-            if ipaddress.ip_address(other.ip) == ipaddress.ip_address(host.ip):
+            if other.ip == host.ip:  # both in canonical form: libvirt's and ipaddress's
                 raise invalid("ip", f"{host.ip} is already reserved on {info.name}: {_describe(other)}.")
             if host.name and other.name.lower() == host.name.lower():
                 raise invalid("name", f"The name {host.name} is already used on {info.name}: {_describe(other)}.")
