@@ -296,10 +296,12 @@ cat >"$R/www/cgi-bin/lookup" <<'EOF'
 #!/bin/sh
 # ?NAME or ?name=NAME[&type=a|aaaa|txt|srv|mx|cname|ptr|ns|any][&nic=ethN|&server=IP]
 # Asks the servers in /etc/resolv.conf (nic=: the first one that NIC's lease
-# gave; server=: that one). Prints SERVER <ip>, one line per record (ADDRESS
-# <ip>, TXT <text>, SRV <prio> <weight> <port> <target>, MX <pref> <host>,
-# CNAME|PTR|NS <name>), then STATUS OK|NODATA|NXDOMAIN|SERVFAIL|REFUSED|TIMEOUT
-# (or STATUS ERROR <what>).
+# gave; server=: that one). With a search domain (the lease's domain option),
+# busybox nslookup asks for a dotless NAME only as NAME.<domain>; a trailing
+# dot ("NAME.") asks for NAME itself. type=ptr takes an IPv4 address too.
+# Prints SERVER <ip>, one line per record (ADDRESS <ip>, TXT <text>,
+# SRV <prio> <weight> <port> <target>, MX <pref> <host>, CNAME|PTR|NS <name>),
+# then STATUS OK|NODATA|NXDOMAIN|SERVFAIL|REFUSED|TIMEOUT (or STATUS ERROR <what>).
 . /etc/cgi.sh
 case "$QUERY_STRING" in
 *=*) name=$(param name) type=$(param type) nic=$(param nic) server=$(param server) ;;
@@ -313,6 +315,10 @@ if [ -n "$nic" ]; then
     valid_nic "$nic"
     server=$(awk '$1 == "nameserver" { print $2; exit }' "/run/resolv.$nic" 2>/dev/null)
     [ -n "$server" ] || fail "no DNS server from a lease on $nic"
+fi
+# This nslookup does not reverse an IPv4 address for a PTR query itself.
+if [ "$type" = ptr ]; then
+    name=$(echo "$name" | awk -F. 'NF == 4 && /^[0-9.]+$/ { $0 = $4 "." $3 "." $2 "." $1 ".in-addr.arpa" } 1')
 fi
 reply
 # shellcheck disable=SC2086 # $server: empty or one word

@@ -11,7 +11,20 @@ to a file on the host:
     KVMWEB-POWEROFF                    (ACPI power button pressed)
 
 It serves HTTP on port 80 (a page containing its hostname, and /hostname) and
-an echo service on TCP port 7.
+an echo service on TCP port 7. CGI probes on port 80 let a test ask the guest
+to do things and report back (Guest.probe and the helpers around it):
+
+    /cgi-bin/lookup?name=N&type=T   DNS query to the server its lease named
+                                    (busybox nslookup; T: a, aaaa, txt, srv,
+                                    mx, cname, ptr, ns, any); see lookup()
+    /cgi-bin/renew?nic=ethN         udhcpc renews now (SIGUSR1)
+    /cgi-bin/release-renew?nic=ethN DHCPRELEASE, then a fresh DISCOVER
+    /cgi-bin/addr                   IPv4 addresses per NIC
+    /cgi-bin/lease?nic=ethN         the current lease (router, dns, domain...)
+
+renew and release-renew answer before they signal udhcpc (~0.3 s later), so a
+changed address cannot swallow the reply; the outcome shows up as a new
+KVMWEB-RENEW/LEASE marker (wait_for_new_lease).
 
 Emulated with TCG (`<domain type='qemu'>`): each guest costs ~230 MiB and
 most of a core while booting, so boots are staggered and at most MAX_GUESTS
@@ -24,8 +37,10 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from xml.etree import ElementTree as ET
 
 import libvirt
@@ -58,6 +73,45 @@ class Lease:
     nic: str
     ip: str
     mac: str
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """A parsed /cgi-bin/lookup answer."""
+
+    status: str  # OK, NODATA, NXDOMAIN, SERVFAIL, REFUSED, TIMEOUT or ERROR
+    server: str | None  # the DNS server the guest asked
+    records: tuple[tuple[str, str], ...]  # (ADDRESS|TXT|SRV|MX|CNAME|PTR|NS, value)
+    raw: str
+
+    def values(self, kind: str) -> list[str]:
+        """Values of one record kind, e.g. values("SRV") -> ["10 5 8080 target.example."]."""
+        return [value for k, value in self.records if k == kind.upper()]
+
+    @property
+    def addresses(self) -> list[str]:
+        return self.values("ADDRESS")
+
+
+def parse_lookup(text: str) -> LookupResult:
+    """Parse /cgi-bin/lookup's "KEYWORD value" lines."""
+    status, server, records = "ERROR", None, []
+    for line in text.splitlines():
+        kind, _, value = line.partition(" ")
+        if kind == "STATUS":
+            status = value.split()[0] if value else "ERROR"
+        elif kind == "SERVER":
+            server = value
+        elif kind:
+            records.append((kind, value))
+    return LookupResult(status=status, server=server, records=tuple(records), raw=text)
+
+
+class HttpGetter(Protocol):
+    """Where probes are sent from: PrivateLibvirtd (the daemon's namespace, which
+    holds the bridges) or a ClientNetns."""
+
+    def http_get(self, url: str, timeout: float = 5) -> str: ...
 
 
 def _sub(parent, tag, text=None, **attrs):
@@ -136,16 +190,25 @@ def wait_for_lease(serial_log_path, timeout: float = 60, nic: str | None = None,
     """Wait until the guest prints a lease (for `nic` if given) and return its
     IP. Pass `since` (a byte offset, e.g. Guest.log_size()) to ignore older
     leases, e.g. when waiting for a new address after a reservation change."""
+    return wait_for_lease_marker(serial_log_path, timeout, nic=nic, since=since).ip
+
+
+def wait_for_lease_marker(
+    serial_log_path, timeout: float = 60, nic: str | None = None, since: int = 0, ip: str | None = None, poll=0.2
+) -> Lease:
+    """The first KVMWEB-LEASE/RENEW marker after byte offset `since` (for `nic`
+    and with address `ip`, if given), as soon as the guest prints it."""
     deadline = time.monotonic() + timeout
     while True:
         for lease in read_leases(serial_log_path, since):
-            if nic is None or lease.nic == nic:
-                return lease.ip
+            if (nic is None or lease.nic == nic) and (ip is None or lease.ip == ip):
+                return lease
         if time.monotonic() > deadline:
+            want = "".join(f" {k}={v}" for k, v in (("nic", nic), ("ip", ip)) if v)
             raise TimeoutError(
-                f"no DHCP lease in {serial_log_path} after {timeout}s; log tail:\n{_tail(serial_log_path)}"
+                f"no DHCP lease{want} in {serial_log_path} after {timeout}s; log tail:\n{_tail(serial_log_path)}"
             )
-        time.sleep(0.2)
+        time.sleep(poll)
 
 
 def _tail(path, n=2000) -> str:
@@ -176,6 +239,75 @@ class Guest:
     def wait_for_lease(self, timeout: float = 60, nic: str | None = "eth0", since: int = 0) -> str:
         self.ip = wait_for_lease(self.serial_log, timeout, nic=nic, since=since)
         return self.ip
+
+    def wait_for_new_lease(self, since: int, timeout: float = 30, nic: str = "eth0", ip: str | None = None) -> Lease:
+        """The first lease or renew marker printed after log offset `since`
+        (e.g. the value renew() returned), optionally with address `ip`.
+        Updates .ip, like wait_for_lease()."""
+        lease = wait_for_lease_marker(self.serial_log, timeout, nic=nic, since=since, ip=ip, poll=0.05)
+        self.ip = lease.ip
+        return lease
+
+    # ---- probes: ask the running guest over HTTP (see the module docstring) ----
+
+    def probe(self, lvd: HttpGetter, path: str, timeout: float = 10) -> str:
+        """GET `path` (e.g. "/cgi-bin/addr") from the guest at .ip and return
+        the body; raises on an HTTP error (bad arguments get 400)."""
+        if self.ip is None:
+            raise RuntimeError(f"{self.name}: no known address; call wait_for_lease() first")
+        return lvd.http_get(f"http://{self.ip}{path}", timeout=timeout)
+
+    def lookup(
+        self, lvd: HttpGetter, name: str, type: str = "a", nic: str | None = None, server: str | None = None
+    ) -> LookupResult:
+        """Resolve `name` inside the guest against the DNS server its DHCP lease
+        named (/etc/resolv.conf; `nic`: the one that NIC's lease named;
+        `server`: that address). Note busybox nslookup: with a search domain
+        (the network's <domain>), a dotless name is asked only as
+        name.<domain>; end the name with "." to ask for it as it is."""
+        query = {"name": name, "type": type}
+        if nic:
+            query["nic"] = nic
+        if server:
+            query["server"] = server
+        return parse_lookup(self.probe(lvd, "/cgi-bin/lookup?" + urllib.parse.urlencode(query)))
+
+    def renew(self, lvd: HttpGetter, nic: str = "eth0") -> int:
+        """Make the guest's udhcpc renew `nic`'s lease now. Returns the log
+        offset to pass to wait_for_new_lease(): a KVMWEB-RENEW marker follows
+        within a second, or, if the server NAKs (e.g. its reservation for this
+        MAC changed), a KVMWEB-LEASE with the new address ~3.5 s later."""
+        return self._dhcp_probe(lvd, "renew", nic)
+
+    def release_renew(self, lvd: HttpGetter, nic: str = "eth0") -> int:
+        """Release `nic`'s lease and DHCP again at once (no NAK and 3 s pause
+        as with renew). Returns the log offset for wait_for_new_lease()."""
+        return self._dhcp_probe(lvd, "release-renew", nic)
+
+    def _dhcp_probe(self, lvd: HttpGetter, what: str, nic: str) -> int:
+        since = self.log_size()
+        answer = self.probe(lvd, f"/cgi-bin/{what}?" + urllib.parse.urlencode({"nic": nic}))
+        if not answer.startswith(f"OK {what} {nic} "):
+            raise RuntimeError(f"{self.name}: /cgi-bin/{what} answered {answer!r}")
+        return since
+
+    def addresses(self, lvd: HttpGetter) -> dict[str, list[str]]:
+        """IPv4 addresses ("ip/prefix") per NIC, as the guest sees them; every
+        ethN is a key, with [] if it has none."""
+        result: dict[str, list[str]] = {}
+        for line in self.probe(lvd, "/cgi-bin/addr").splitlines():
+            words = line.split()
+            if words[:1] == ["NIC"]:
+                result.setdefault(words[1], [])
+            elif words[:1] == ["ADDR"]:
+                result.setdefault(words[1], []).append(words[2])
+        return result
+
+    def lease_info(self, lvd: HttpGetter, nic: str = "eth0") -> dict[str, str]:
+        """`nic`'s current lease as the guest got it: ip, prefix, router, dns,
+        domain, lease (seconds), serverid; {} without a lease."""
+        body = self.probe(lvd, "/cgi-bin/lease?" + urllib.parse.urlencode({"nic": nic}))
+        return dict((line.split(" ", 1) + [""])[:2] for line in body.splitlines() if line)
 
     def destroy(self) -> None:
         """Power off and undefine (ignores an already stopped guest)."""

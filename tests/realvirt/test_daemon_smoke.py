@@ -12,7 +12,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from .guests import boot_guest, interface_xml, read_leases
+from .guests import Lease, boot_guest, interface_xml, read_leases
 from .libvirtd import PrivateLibvirtd, netns_pids, pid_is_gone
 
 pytestmark = pytest.mark.realvirt
@@ -29,6 +29,27 @@ def nat_network_xml(name: str, bridge: str, prefix: str) -> str:
     dhcp = etree.SubElement(ip, "dhcp")
     etree.SubElement(dhcp, "range", start=f"{prefix}.10", end=f"{prefix}.100")
     return etree.tostring(net, encoding="unicode")
+
+
+def probe_network_xml(name: str, bridge: str, prefix: str) -> str:
+    """nat_network_xml plus a DNS domain and records for a guest to look up:
+    probe-target (A, prefix.50), probe-txt (TXT), _probe._tcp (SRV)."""
+    net = etree.fromstring(nat_network_xml(name, bridge, prefix))
+    at = net.index(net.find("ip"))
+    domain = etree.Element("domain", name="probe.test", localOnly="yes")
+    dns = etree.Element("dns")
+    host = etree.SubElement(dns, "host", ip=f"{prefix}.50")
+    etree.SubElement(host, "hostname").text = "probe-target"
+    etree.SubElement(dns, "txt", name="probe-txt", value="hello probe")
+    srv = {"service": "probe", "protocol": "tcp", "domain": "probe.test", "target": "probe-target.probe.test"}
+    etree.SubElement(dns, "srv", srv, port="8080", priority="10", weight="5")
+    net.insert(at, dns)
+    net.insert(at, domain)
+    return etree.tostring(net, encoding="unicode")
+
+
+def dhcp_host_xml(mac: str, ip: str) -> str:
+    return etree.tostring(etree.Element("host", mac=mac, ip=ip), encoding="unicode")
 
 
 def start_nat_network(conn, name, bridge, prefix) -> libvirt.virNetwork:
@@ -203,3 +224,80 @@ def test_client_namespace_reaches_guest_through_dnat(private_libvirtd, private_c
     # The client namespace is as isolated as the daemon's: lo and its veth only.
     links = client.run(["ip", "-br", "link"], check=True).stdout.split("\n")
     assert sorted(line.split("@")[0].split()[0] for line in links if line.strip()) == sorted(["lo", client.interface])
+
+
+LIVE_AND_CONFIG = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+
+
+def test_guest_probes_dns_and_dhcp_from_inside(private_libvirtd, private_conn, guest_image, guest_log_dir):
+    """The guest's CGI probes, on one guest: (a) its lookups reach the
+    network's dnsmasq (named by its lease) and see the <dns> records; (b) after
+    a live reservation for its MAC, release-renew brings the reserved address
+    at once, and a plain renew after a change gets NAKed into the new one;
+    (c) /cgi-bin/addr reports each address."""
+    lvd, prefix = private_libvirtd, "10.156.7"
+    gateway = f"{prefix}.1"
+    net = private_conn.networkDefineXML(probe_network_xml("smoke-probe", "kvmt-probe0", prefix))
+    net.create()
+    guest = boot_guest(private_conn, "smoke-probe-1", guest_image, guest_log_dir, network="smoke-probe")
+    first_ip = guest.wait_for_lease(timeout=60)
+
+    lease = guest.lease_info(lvd)
+    assert (lease["ip"], lease["dns"], lease["domain"]) == (first_ip, gateway, "probe.test"), lease
+    assert guest.addresses(lvd) == {"eth0": [f"{first_ip}/24"]}
+
+    # (a) DNS from inside, through the resolv.conf the DHCP lease wrote.
+    t0 = time.monotonic()
+    found = guest.lookup(lvd, "probe-target")
+    timing("lookup from inside the guest (whole host round trip)", time.monotonic() - t0)
+    assert (found.status, found.server, found.addresses) == ("OK", gateway, [f"{prefix}.50"]), found.raw
+    assert guest.lookup(lvd, "no-such-host").status == "NXDOMAIN"
+    assert guest.lookup(lvd, "probe-txt.", type="txt").values("TXT") == ["hello probe"]
+    srv = guest.lookup(lvd, "_probe._tcp.probe.test", type="srv")
+    assert srv.values("SRV") == ["10 5 8080 probe-target.probe.test"], srv.raw
+    # dnsmasq also answers for the name the guest sent with its DHCP request.
+    assert guest.lookup(lvd, "smoke-probe-1").addresses == [first_ip]
+
+    # A renew with nothing changed: same address, RENEW marker.
+    t0 = time.monotonic()
+    since = guest.renew(lvd)
+    assert guest.wait_for_new_lease(since, timeout=10) == Lease("RENEW", "eth0", first_ip, guest.mac)
+    timing("renew (unchanged) to marker", time.monotonic() - t0)
+
+    # (b) A live+config reservation (outside the dynamic range, so surely a
+    # new address), then release-renew.
+    reserved = f"{prefix}.150"
+    net.update(
+        libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+        libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+        0,
+        dhcp_host_xml(guest.mac, reserved),
+        LIVE_AND_CONFIG,
+    )
+    t0 = time.monotonic()
+    since = guest.release_renew(lvd)
+    assert guest.wait_for_new_lease(since, timeout=15) == Lease("LEASE", "eth0", reserved, guest.mac)
+    timing("release-renew to reserved address", time.monotonic() - t0)
+    # (c) probes now go to the new address (wait_for_new_lease updated .ip).
+    assert guest.addresses(lvd) == {"eth0": [f"{reserved}/24"]}
+    wait_until(
+        lambda: [le["ipaddr"] for le in net.DHCPLeases() if le["mac"] == guest.mac] == [reserved],
+        5,
+        "libvirt's lease list does not show the reserved address alone",
+    )
+
+    # Change the reservation again; a plain renew is NAKed (dnsmasq: "static
+    # lease available") and udhcpc pauses 3 s before it DISCOVERs again.
+    moved = f"{prefix}.151"
+    net.update(
+        libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY,
+        libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+        0,
+        dhcp_host_xml(guest.mac, moved),
+        LIVE_AND_CONFIG,
+    )
+    t0 = time.monotonic()
+    since = guest.renew(lvd)
+    assert guest.wait_for_new_lease(since, timeout=15) == Lease("LEASE", "eth0", moved, guest.mac)
+    timing("renew (NAKed) to changed reservation", time.monotonic() - t0)
+    assert guest.addresses(lvd) == {"eth0": [f"{moved}/24"]}
