@@ -24,6 +24,7 @@ class OperationKind(models.TextChoices):
     NETWORK_CREATE = "network.create", "Create network"
     NETWORK_UPDATE = "network.update", "Update network"
     NETWORK_BULK_IMPORT = "network.bulk_import", "Import DHCP reservations"
+    NETWORK_RESTART = "network.restart", "Restart network"
 
 
 class AuditSource(models.TextChoices):

@@ -12,6 +12,7 @@ from networks.choices import AuditSource
 from networks.models import AuditEvent, Network, NodeDevice, Operation
 from networks.services import hosts as host_services
 from networks.services import networks as network_services
+from networks.services import restart as restart_services
 from networks.services.operations import OperationRejected
 
 from . import serializers as s
@@ -103,6 +104,11 @@ class NetworkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     @action(detail=True, methods=["post"])
     def autostart(self, request, pk=None):
         return self._lifecycle(request, network_services.network_request_autostart, s.AutostartSerializer)
+
+    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationRefSerializer})
+    @action(detail=True, methods=["post"])
+    def restart(self, request, pk=None):
+        return self._lifecycle(request, restart_services.network_request_restart)
 
     @extend_schema(request=s.MessageSerializer, responses={202: s.OperationRefSerializer})
     @action(detail=True, methods=["post"])

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import libvirt
 
-from .errors import HostUnreachable, HypervisorError, InvalidUri, NotFound
+from .errors import HostUnreachable, HypervisorError, InvalidUri, NotFound, Unsupported
 
 ALLOWED_DRIVERS = {"qemu", "test"}
 ALLOWED_TRANSPORTS = {"", "unix", "ssh", "tls", "tcp", "libssh", "libssh2"}
@@ -106,6 +106,8 @@ def wrap_libvirt_error(error: libvirt.libvirtError) -> HypervisorError:
     message = error.get_error_message() or str(error)
     if code in _NOT_FOUND_CODES:
         return NotFound(message, code=code)
+    if code == libvirt.VIR_ERR_NO_SUPPORT:
+        return Unsupported(message, code=code)
     if code in _RETRYABLE_CODES:
         return HostUnreachable(message, code=code)
     return HypervisorError(message, code=code)

@@ -36,3 +36,7 @@ class InvalidXml(HypervisorError):
 
 class AlreadyExists(HypervisorError):
     """An object with that name is already defined on the host."""
+
+
+class Unsupported(HypervisorError):
+    """The host's libvirt driver does not offer this call (the test driver, old versions)."""

@@ -45,7 +45,7 @@ def read_network(net: libvirt.virNetwork) -> NetworkInfo:
     persistent = bool(net.isPersistent())
     active = bool(net.isActive())
     live = net.XMLDesc(0)
-    inactive = _inactive_xml(net, live) if persistent else live
+    inactive = inactive_xml(net, live) if persistent else live
     leases = read_leases(net) if active else ()
     return xml.parse_network(
         live,
@@ -79,7 +79,7 @@ def read_leases(net: libvirt.virNetwork) -> tuple[DhcpLease, ...] | None:
     )
 
 
-def _inactive_xml(net: libvirt.virNetwork, live_xml: str) -> str:
+def inactive_xml(net: libvirt.virNetwork, live_xml: str) -> str:
     """The persistent XML; drivers that cannot give it (the test driver) get the live XML."""
     try:
         return net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)

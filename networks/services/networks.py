@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import asdict
 
 from networks import selectors
 from networks.choices import OperationKind
 from networks.hypervisor import client, xml
 from networks.hypervisor import networks as hv_networks
+from networks.hypervisor import restart as hv_restart
 from networks.hypervisor.types import DhcpRange, IpConfig
 from networks.models import Host, Network, Operation
 
-from .operations import OperationRejected, Outcome, Progress, network_lock_key, operation_request
+from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_lock_key, operation_request
 from .sync import mirror_network
 
 NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
@@ -125,11 +127,22 @@ def _current_xml(conn, name: str) -> str:
 
 
 def network_start_run(operation: Operation, progress: Progress) -> Outcome:
+    """Start the network, then re-plug running guests that were attached to it while it was down."""
     conn = _connect(operation, progress)
     progress.step(40, f"Starting network {operation.target_name}")
     info = hv_networks.start_network(conn, operation.target_name)
+    captured = hv_restart.interfaces_on_network(conn, operation.target_name)
+    if captured:
+        progress.step(60, f"Re-plugging {len(captured)} guest interface(s)")
+    replugged = hv_restart.reattach_missing(conn, operation.target_name, info.bridge, captured)
+    for item in replugged:
+        progress.log(f"{item.domain} {item.mac}: {item.method if item.ok else 'not re-plugged: ' + item.error}")
     mirror_network(operation.host, info)
-    return Outcome({"active": info.active}, after_xml=info.live_xml)
+    result = {"active": info.active, "interfaces": [asdict(item) for item in replugged]}
+    failed = [item for item in replugged if not item.ok and "driver cannot" not in item.error]
+    if failed:
+        raise PartlyFailed(f"The network runs, but {len(failed)} guest interface(s) could not be re-plugged.", result)
+    return Outcome(result, after_xml=info.live_xml)
 
 
 def network_stop_run(operation: Operation, progress: Progress) -> Outcome:

@@ -120,8 +120,8 @@ def operation_claim(operation_id: int) -> Operation | None:
     return operation
 
 
-class BulkPartlyFailed(Exception):
-    """Some rows of a bulk operation failed; `result` says which, and the others were applied."""
+class PartlyFailed(Exception):
+    """Part of an operation failed; `result` says which parts, and what else was done."""
 
     def __init__(self, message: str, result: dict):
         super().__init__(message)
@@ -156,7 +156,7 @@ Handler = Callable[[Operation, Progress], Outcome]
 
 
 def _handlers() -> dict[str, Handler]:
-    from . import netupdate, networks, sync
+    from . import netupdate, networks, restart, sync
 
     return {
         OperationKind.HOST_SYNC: sync.host_sync_run,
@@ -167,6 +167,7 @@ def _handlers() -> dict[str, Handler]:
         OperationKind.NETWORK_CREATE: networks.network_create_run,
         OperationKind.NETWORK_UPDATE: netupdate.network_update_run,
         OperationKind.NETWORK_BULK_IMPORT: netupdate.network_bulk_run,
+        OperationKind.NETWORK_RESTART: restart.network_restart_run,
     }
 
 
@@ -181,7 +182,7 @@ def operation_run(operation_id: int) -> Operation | None:
         outcome = _handlers()[operation.kind](operation, progress)
     except (HypervisorError, OperationRejected) as error:
         return _finish(operation, OperationStatus.FAILED, Outcome(), error=str(error))
-    except BulkPartlyFailed as error:
+    except PartlyFailed as error:
         return _finish(operation, OperationStatus.FAILED, Outcome(error.result), error=str(error))
     except Exception as error:  # an unexpected bug must still end the row, and say so
         logger.exception("Operation %s crashed", operation.pk)

@@ -6,6 +6,7 @@ from networks import selectors
 from networks.forms import AutostartForm, ConfirmForm, NetworkFilterForm
 from networks.models import Network
 from networks.services import networks as network_services
+from networks.services import restart as restart_services
 from networks.services.drift import xml_diff
 from networks.services.operations import OperationRejected
 
@@ -96,3 +97,26 @@ def network_stop(request, pk):
 
 def network_undefine(request, pk):
     return _confirmed_action(request, pk, network_services.network_request_undefine, "undefine")
+
+
+def network_restart(request, pk):
+    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    form = ConfirmForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            restart_services.network_request_restart(
+                network=network, actor=request.user, source=WEB, message=form.cleaned_data["message"]
+            )
+            messages.info(request, f"Restart of {network.name} requested.")
+        except OperationRejected as error:
+            messages.error(request, str(error))
+        return redirect(network)
+    preview = restart_services.network_restart_preview(network)
+    context = {
+        "network": network,
+        "form": form,
+        "verb": "restart",
+        "affected_guests": preview.guests,
+        "preview": preview,
+    }
+    return render(request, "networks/network_confirm.html", context)

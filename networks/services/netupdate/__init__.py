@@ -20,7 +20,7 @@ from networks.hypervisor.errors import HypervisorError
 from networks.hypervisor.types import NetworkInfo
 from networks.models import DhcpReservation, Network, Operation
 
-from ..operations import BulkPartlyFailed, OperationRejected, Outcome, Progress, network_lock_key, operation_request
+from ..operations import OperationRejected, Outcome, PartlyFailed, Progress, network_lock_key, operation_request
 from ..sync import mirror_network
 from . import bulk
 from .common import UpdatePlan, invalid
@@ -269,7 +269,7 @@ def network_bulk_run(operation: Operation, progress: Progress) -> Outcome:
     failed = [r for r in results if r["status"] != "added"]
     result = {"added": total - len(failed), "failed": len(failed), "rows": results, "skipped": params["skipped"]}
     if failed:
-        raise BulkPartlyFailed(f"{len(failed)} of {total} rows failed; the others were applied.", result)
+        raise PartlyFailed(f"{len(failed)} of {total} rows failed; the others were applied.", result)
     return Outcome(result, before_xml=fresh.live_xml, after_xml=after.live_xml)
 
 

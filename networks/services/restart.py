@@ -1,0 +1,81 @@
+"""Restarting a network as one watched Operation, re-plugging its running guests."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from networks import selectors
+from networks.choices import OperationKind
+from networks.hypervisor import client, xml
+from networks.hypervisor import restart as hv_restart
+from networks.hypervisor.errors import HypervisorError
+from networks.models import Network, Operation
+
+from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_lock_key, operation_request
+from .sync import mirror_network
+
+
+@dataclass(frozen=True)
+class RestartPreview:
+    guests: list
+    interruption: str
+
+
+def network_restart_preview(network: Network) -> RestartPreview:
+    guests = list(selectors.running_guests_on_network(network))
+    if network.forward_mode in {"bridge", "private", "vepa", "passthrough", "hostdev"}:
+        text = "Guests stay connected: libvirt does not own this network's bridge or devices."
+    elif network.stp:
+        text = "About half a second without the network, then each guest waits the bridge's STP forward delay."
+    else:
+        text = "About half a second without the network; each guest is re-plugged right after it starts."
+    return RestartPreview(guests, text)
+
+
+def network_request_restart(*, network: Network, actor, source: str, message: str = "", new_xml: str = "") -> Operation:
+    """Restart, optionally making `new_xml` the persistent config first (rolled back if it fails)."""
+    if not network.active:
+        raise OperationRejected(f"{network.name} is not running: start it instead.")
+    if new_xml:
+        try:
+            name = xml.parse(new_xml).findtext("name", "")
+        except HypervisorError as error:
+            raise OperationRejected(str(error)) from None
+        if name != network.name:
+            raise OperationRejected(f"The new XML names the network {name!r}, not {network.name!r}.")
+    return operation_request(
+        kind=OperationKind.NETWORK_RESTART,
+        host=network.host,
+        network=network,
+        actor=actor,
+        source=source,
+        lock_key=network_lock_key(network.host, network.name),
+        message=message,
+        params={"new_xml": new_xml} if new_xml else {},
+        before_xml=network.inactive_xml or network.live_xml,
+    )
+
+
+def network_restart_run(operation: Operation, progress: Progress) -> Outcome:
+    conn = client.connect(operation.host.uri)
+    progress.step(20, f"Recording guest interfaces, then stopping and starting {operation.target_name}")
+
+    def report(result: hv_restart.Reattached) -> None:
+        how = f"re-plugged ({result.method}, {result.seconds:.2f} s)" if result.ok else f"FAILED: {result.error}"
+        progress.log(f"{result.domain} {result.mac}: {how}")
+
+    outcome = hv_restart.restart_network(conn, operation.target_name, operation.params.get("new_xml", ""), report)
+    progress.step(90, "Updating the mirror")
+    mirror_network(operation.host, outcome.after)
+    result = {
+        "down_seconds": round(outcome.down_seconds, 3),
+        "interfaces": [asdict(r) for r in outcome.interfaces],
+        "reconnected": sum(r.ok for r in outcome.interfaces),
+        "failed": sum(not r.ok for r in outcome.interfaces),
+        "rolled_back": outcome.rolled_back,
+    }
+    if outcome.rolled_back:
+        raise PartlyFailed(f"The new config did not start; the previous one runs again: {outcome.error}", result)
+    if result["failed"]:
+        raise PartlyFailed(f"{result['failed']} guest interface(s) could not be re-plugged.", result)
+    return Outcome(result, after_xml=outcome.after.live_xml)
