@@ -5,7 +5,8 @@
 Prints, from one run, for the test driver and (as root) a private real libvirtd:
   floor        a plain libvirt-python loop over one connection (live+config updates)
   kvmweb live  one bulk-import Operation, strategy (a): checked rows, one connection
-  kvmweb config  the same with strategy (b)'s first half: persistent-only updates
+  kvmweb config  the same with persistent-only updates (applied at the next restart)
+  kvmweb (b)   persistent-only updates, then one restart that re-plugs guests (--b-count rows)
   per-op       separate single-reservation Operations (kvmweb's per-operation overhead)
 with each figure's ratio to the floor measured in the same run.
 """
@@ -112,54 +113,56 @@ def kvmweb_one_operation_each(host: Host, rows) -> float:
     return time.perf_counter() - started
 
 
-def measure(label: str, uri: str, count: int, per_op_count: int) -> list[tuple[str, float]]:
+def measure(label: str, uri: str, count: int, per_op_count: int, b_count: int) -> list[tuple[str, float]]:
     conn = client.connect(uri)  # kvmweb's own cached connection: the test driver shares its state
     host = Host.objects.filter(uri=uri).first() or host_services.host_create(
         name=label.replace(" ", "-"), uri=uri, actor=None, source="system", sync=False
     )
     rows = reservations(count)
     results = []
-    for name, run in (
-        ("floor: libvirt-python loop", lambda: floor_loop(conn, rows)),
-        ("kvmweb bulk, live", lambda: kvmweb_bulk(host, rows, "live")),
-        ("kvmweb bulk, config only", lambda: kvmweb_bulk(host, rows, "config")),
-        (f"kvmweb, {per_op_count} single operations", lambda: kvmweb_one_operation_each(host, rows[:per_op_count])),
+    for name, row_count, run in (
+        ("floor: libvirt-python loop", count, lambda: floor_loop(conn, rows)),
+        ("kvmweb bulk (a), live", count, lambda: kvmweb_bulk(host, rows, "live")),
+        ("kvmweb bulk, config only", count, lambda: kvmweb_bulk(host, rows, "config")),
+        ("kvmweb bulk (b), config + restart", b_count, lambda: kvmweb_bulk(host, reservations(b_count), "restart")),
+        ("kvmweb, single operations", per_op_count, lambda: kvmweb_one_operation_each(host, rows[:per_op_count])),
     ):
         fresh_network(conn)
-        results.append((name, run()))
-        print(f"  {label}: {name}: {results[-1][1]:.2f} s", flush=True)
+        results.append((name, row_count, run()))
+        print(f"  {label}: {name}, {row_count} rows: {results[-1][2]:.2f} s", flush=True)
     return results
 
 
-def report(label: str, count: int, per_op_count: int, results) -> None:
-    floor = results[0][1]
-    print(f"\n{label} ({count} reservations)")
-    print(f"  {'':42} {'seconds':>9} {'per row ms':>11} {'x floor':>8}")
-    for name, seconds in results:
-        rows = per_op_count if "single" in name else count
-        print(f"  {name:42} {seconds:9.2f} {1000 * seconds / rows:11.2f} {seconds / floor * count / rows:8.2f}")
-    print("  (x floor compares per-row cost; strategy (b) also needs one network restart, not built yet)")
+def report(label: str, results) -> None:
+    floor_rows, floor = results[0][1], results[0][2]
+    print(f"\n{label}")
+    print(f"  {'':36} {'rows':>6} {'seconds':>9} {'per row ms':>11} {'x floor':>8}")
+    for name, rows, seconds in results:
+        ratio = (seconds / rows) / (floor / floor_rows)
+        print(f"  {name:36} {rows:6} {seconds:9.2f} {1000 * seconds / rows:11.2f} {ratio:8.2f}")
+    print("  (x floor compares per-row cost with the floor's)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--test-count", type=int, default=1000)
     parser.add_argument("--real-count", type=int, default=200)
+    parser.add_argument("--b-count", type=int, default=1000, help="rows for strategy (b)")
     parser.add_argument("--no-real", action="store_true")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
 
-    test_results = measure("test driver", "test:///default", args.test_count, min(200, args.test_count))
-    report("test driver", args.test_count, min(200, args.test_count), test_results)
+    test_results = measure("test driver", "test:///default", args.test_count, min(200, args.test_count), args.b_count)
+    report("test driver", test_results)
     if args.no_real or os.geteuid() != 0:
         print("\nreal daemon: skipped (needs root, or --no-real given)")
         return
     from tests.realvirt.libvirtd import PrivateLibvirtd
 
     with PrivateLibvirtd() as daemon:
-        real_results = measure("real daemon", daemon.uri, args.real_count, args.real_count)
+        real_results = measure("real daemon", daemon.uri, args.real_count, args.real_count, args.b_count)
         client.disconnect(daemon.uri)
-    report("real daemon, NAT network", args.real_count, args.real_count, real_results)
+    report("real daemon, NAT network", real_results)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def _request_update(request, pk, collection, command, options, key, values=None)
 
 class BulkImportSerializer(serializers.Serializer):
     csv = serializers.CharField(help_text="Lines of mac,ip,name")
-    strategy = serializers.ChoiceField(choices=["live", "config"], default="live")
+    strategy = serializers.ChoiceField(choices=["live", "config", "restart"], default="live")
     dry_run = serializers.BooleanField(default=False)
     message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 

@@ -79,3 +79,16 @@ def test_a_file_with_nothing_importable_is_refused(default, admin):
 def test_export_writes_every_reservation(default):
     lines = export_csv(default.dhcp_reservations.order_by("address")).splitlines()
     assert lines[0] == "mac,ip,name" and "52:54:00:0a:00:11,192.168.122.11,web01" in lines and len(lines) == 4
+
+
+def test_the_restart_strategy_saves_the_config_then_restarts_once(demo_host, admin, demo_uri):
+    routed = Network.objects.get(host=demo_host, name="routed")
+    csv_text = "52:54:00:30:00:01,10.20.0.31,r1\n52:54:00:30:00:02,10.20.0.32,r2\n"
+    operation = network_request_bulk_import(
+        network=routed, csv_text=csv_text, strategy="restart", actor=admin, source="web"
+    )
+    assert operation.params["scope"] == "config"
+    finished = operation_run(operation.pk)
+    assert finished.status == OperationStatus.SUCCEEDED, finished.error
+    assert finished.result["added"] == 2 and finished.result["interfaces"] == [] and "down_seconds" in finished.result
+    assert client.connect(demo_uri).networkLookupByName("routed").isActive()

@@ -8,13 +8,14 @@ has just read from the host, so a stale mirror never makes libvirt overwrite the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from django.core.exceptions import ValidationError
 
 from networks.choices import OperationKind
 from networks.hypervisor import client, xml
 from networks.hypervisor import networks as hv_networks
+from networks.hypervisor import restart as hv_restart
 from networks.hypervisor import updates as hv_updates
 from networks.hypervisor.errors import HypervisorError
 from networks.hypervisor.types import NetworkInfo
@@ -228,7 +229,7 @@ def network_request_bulk_import(
     if not preview.valid:
         raise invalid("csv", "No row of this file can be imported.")
     scope = effective_scope(
-        "config" if strategy == "config" else "both", active=network.active, persistent=network.persistent
+        "both" if strategy == "live" else "config", active=network.active, persistent=network.persistent
     )
     return operation_request(
         kind=OperationKind.NETWORK_BULK_IMPORT,
@@ -264,10 +265,17 @@ def network_bulk_run(operation: Operation, progress: Progress) -> Outcome:
             info = bulk.with_host(info, plan.parent_index, xml.parse_dhcp_host(xml.parse(plan.fragment)))
         if number % 10 == 0 or number == total:
             progress.step(5 + int(85 * number / total), f"{number} of {total} rows")
-    after = updater.read()
-    mirror_network(operation.host, after)
     failed = [r for r in results if r["status"] != "added"]
     result = {"added": total - len(failed), "failed": len(failed), "rows": results, "skipped": params["skipped"]}
+    if params["strategy"] == "restart" and fresh.active:
+        progress.step(92, f"Restarting {operation.target_name} and re-plugging its guests")
+        restarted = hv_restart.restart_network(conn, operation.target_name)
+        result["interfaces"] = [asdict(r) for r in restarted.interfaces]
+        result["down_seconds"] = round(restarted.down_seconds, 3)
+        if any(not r.ok for r in restarted.interfaces):
+            raise PartlyFailed("The reservations were saved, but some guests could not be re-plugged.", result)
+    after = updater.read()
+    mirror_network(operation.host, after)
     if failed:
         raise PartlyFailed(f"{len(failed)} of {total} rows failed; the others were applied.", result)
     return Outcome(result, before_xml=fresh.live_xml, after_xml=after.live_xml)
