@@ -25,6 +25,8 @@ class OperationKind(models.TextChoices):
     NETWORK_UPDATE = "network.update", "Update network"
     NETWORK_BULK_IMPORT = "network.bulk_import", "Import DHCP reservations"
     NETWORK_RESTART = "network.restart", "Restart network"
+    NETWORK_DEFINE = "network.define", "Define new network config"
+    NETWORK_XML_LIVE = "network.xml_live", "Apply XML changes live"
 
 
 class AuditSource(models.TextChoices):

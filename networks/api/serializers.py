@@ -186,6 +186,12 @@ class NetworkCreateSerializer(serializers.Serializer):
     message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 
 
+class NetworkXmlSerializer(serializers.Serializer):
+    xml = serializers.CharField()
+    apply = serializers.ChoiceField(choices=["live", "define", "restart"], default="define")
+    message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
 class MessageSerializer(serializers.Serializer):
     message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 

@@ -13,6 +13,7 @@ from networks.models import AuditEvent, Network, NodeDevice, Operation
 from networks.services import hosts as host_services
 from networks.services import networks as network_services
 from networks.services import restart as restart_services
+from networks.services import xmledit
 from networks.services.operations import OperationRejected
 
 from . import serializers as s
@@ -109,6 +110,20 @@ class NetworkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     @action(detail=True, methods=["post"])
     def restart(self, request, pk=None):
         return self._lifecycle(request, restart_services.network_request_restart)
+
+    @extend_schema(request=s.NetworkXmlSerializer, responses={202: s.OperationRefSerializer})
+    @action(detail=True, methods=["put"])
+    def xml(self, request, pk=None):
+        """New persistent XML. apply: live (net-update), define (restart pending) or restart."""
+        data = _input(s.NetworkXmlSerializer, request)
+        try:
+            operation = xmledit.network_request_xml_change(
+                network=self.get_object(), new_xml=data["xml"], apply=data["apply"], message=data["message"],
+                actor=request.user, source=API,
+            )  # fmt: skip
+        except OperationRejected as error:
+            raise ValidationError({"xml": [str(error)]}) from None
+        return accepted(operation)
 
     @extend_schema(request=s.MessageSerializer, responses={202: s.OperationRefSerializer})
     @action(detail=True, methods=["post"])

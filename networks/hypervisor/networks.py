@@ -81,3 +81,12 @@ def define_network(conn: libvirt.virConnect, network_xml: str, *, start: bool, a
             net.undefine()
             raise
         return read_network(net)
+
+
+def redefine_network(conn: libvirt.virConnect, network_xml: str) -> NetworkInfo:
+    """Replace an existing network's persistent config; a running network keeps running
+    its old config until it restarts."""
+    name = xml.parse(network_xml).findtext("name", "")
+    with libvirt_errors():
+        lookup(conn, name)  # must exist: never create a network here
+        return read_network(conn.networkDefineXML(network_xml))

@@ -160,14 +160,17 @@ def reattach_missing(conn, network: str, bridge: str, captured: list[AttachedInt
 
 
 def restart_network(conn: libvirt.virConnect, name: str, new_xml: str = "", report=None) -> RestartOutcome:
-    """Destroy and start the network (with `new_xml` as its new persistent config, if
-    given), re-plugging its running guests. If the new config does not start, the old one
-    is defined and started again and its guests re-plugged: never left stopped by us."""
-    from .inventory import inactive_xml, read_network
+    """Destroy and start the network, re-plugging its running guests. `new_xml`, if given,
+    becomes the persistent config first; otherwise the persistent config (maybe changed
+    since the start: "restart pending") is what starts. If it does not start, the config
+    that was running is defined and started again, and its guests re-plugged: a network
+    is never left stopped by kvmweb."""
+    from .inventory import read_network
 
     with libvirt_errors():
         net = lookup(conn, name)
-        previous_xml = inactive_xml(net, net.XMLDesc(0)) if net.isPersistent() else ""
+        persistent = bool(net.isPersistent())
+        running_xml = xml.to_string(xml.without_runtime_state(net.XMLDesc(0))) if net.isActive() else ""
         captured = interfaces_on_network(conn, name)
         stopped_at = time.monotonic()
         if net.isActive():
@@ -175,15 +178,20 @@ def restart_network(conn: libvirt.virConnect, name: str, new_xml: str = "", repo
     error, rolled_back = "", False
     try:
         with libvirt_errors():
-            if new_xml:
-                net = conn.networkDefineXML(new_xml)
-            net.create()
+            if not persistent:  # a transient network vanished with its destroy
+                net = conn.networkCreateXML(new_xml or running_xml)
+            else:
+                if new_xml:
+                    net = conn.networkDefineXML(new_xml)
+                net.create()
     except HypervisorError as failure:
+        if not running_xml:
+            raise
         error, rolled_back = str(failure), True
         with libvirt_errors():
-            if new_xml and previous_xml:
-                net = conn.networkDefineXML(previous_xml)
-            net.create()
+            net = conn.networkDefineXML(running_xml) if persistent else conn.networkCreateXML(running_xml)
+            if not net.isActive():
+                net.create()
     down = time.monotonic() - stopped_at
     with libvirt_errors():
         after = read_network(net)

@@ -81,6 +81,24 @@ def parse_network(live_xml: str, inactive_xml: str = "", **state) -> NetworkInfo
     )
 
 
+def without_runtime_state(network_xml: str) -> etree._Element:
+    """The network XML without what libvirt adds only while it runs: connection counts,
+    the VFs of a hostdev pool, and the default NAT port range."""
+    root = parse(network_xml)
+    for element in root.iter():
+        element.attrib.pop("connections", None)
+    forward = root.find("forward")
+    if forward is not None and forward.find("pf") is not None:
+        for address in forward.findall("address"):
+            forward.remove(address)
+    nat = forward.find("nat") if forward is not None else None
+    if nat is not None and not nat.attrib and len(nat) == 1:
+        port = nat.find("port")
+        if port is not None and dict(port.attrib) == {"start": "1024", "end": "65535"}:
+            forward.remove(nat)
+    return root
+
+
 def _forward_mode(forward: etree._Element | None) -> str:
     if forward is None:
         return ""  # no <forward>: an isolated network

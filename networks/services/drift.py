@@ -10,26 +10,7 @@ from networks.hypervisor import xml
 
 
 def _canonical(network_xml: str) -> str:
-    """The XML without what libvirt adds only at run time (connection counts, pool VFs)."""
-    root = xml.parse(network_xml)
-    for element in root.iter():
-        element.attrib.pop("connections", None)
-    forward = root.find("forward")
-    if forward is not None and forward.find("pf") is not None:
-        for address in forward.findall("address"):
-            forward.remove(address)  # VFs libvirt lists once a guest uses the pool
-    _drop_default_nat_ports(forward)
-    return etree.tostring(root, method="c14n").decode()
-
-
-def _drop_default_nat_ports(forward) -> None:
-    """libvirt writes its default NAT port range (1024-65535) into the running XML only."""
-    nat = forward.find("nat") if forward is not None else None
-    if nat is None or nat.attrib or len(nat) != 1:
-        return
-    port = nat.find("port")
-    if port is not None and dict(port.attrib) == {"start": "1024", "end": "65535"}:
-        forward.remove(nat)
+    return etree.tostring(xml.without_runtime_state(network_xml), method="c14n").decode()
 
 
 def xml_differs(live_xml: str, inactive_xml: str) -> bool:

@@ -156,7 +156,7 @@ Handler = Callable[[Operation, Progress], Outcome]
 
 
 def _handlers() -> dict[str, Handler]:
-    from . import netupdate, networks, restart, sync
+    from . import netupdate, networks, restart, sync, xmledit
 
     return {
         OperationKind.HOST_SYNC: sync.host_sync_run,
@@ -168,6 +168,8 @@ def _handlers() -> dict[str, Handler]:
         OperationKind.NETWORK_UPDATE: netupdate.network_update_run,
         OperationKind.NETWORK_BULK_IMPORT: netupdate.network_bulk_run,
         OperationKind.NETWORK_RESTART: restart.network_restart_run,
+        OperationKind.NETWORK_DEFINE: xmledit.network_define_run,
+        OperationKind.NETWORK_XML_LIVE: xmledit.network_xml_live_run,
     }
 
 

@@ -7,6 +7,7 @@ from networks.forms import AutostartForm, ConfirmForm, NetworkFilterForm
 from networks.models import Network
 from networks.services import networks as network_services
 from networks.services import restart as restart_services
+from networks.services import xmledit
 from networks.services.drift import xml_diff
 from networks.services.operations import OperationRejected
 
@@ -120,3 +121,24 @@ def network_restart(request, pk):
         "preview": preview,
     }
     return render(request, "networks/network_confirm.html", context)
+
+
+def network_edit_xml(request, pk):
+    """Edit the whole XML: a diff and what it takes (live, or a restart), then apply."""
+    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    new_xml = request.POST.get("xml") if request.method == "POST" else (network.inactive_xml or network.live_xml)
+    context = {"network": network, "new_xml": new_xml, "message": request.POST.get("message", "")}
+    if request.method == "POST":
+        try:
+            apply = request.POST.get("apply", "")
+            if apply:
+                operation = xmledit.network_request_xml_change(
+                    network=network, new_xml=new_xml, apply=apply, actor=request.user, source=WEB,
+                    message=context["message"],
+                )  # fmt: skip
+                messages.info(request, f"{operation.get_kind_display()} requested (operation #{operation.pk}).")
+                return redirect(network)
+            context["analysis"] = xmledit.network_xml_preview(network=network, new_xml=new_xml)
+        except OperationRejected as error:
+            context["error"] = str(error)
+    return render(request, "networks/network_edit_xml.html", context)

@@ -106,3 +106,12 @@ def test_the_ipam_endpoint_finds_reservations_nics_and_subnets(api, default):
     assert body["interfaces"][0]["guest_name"] == "web01"
     assert api.get("/api/ipam/", {"q": "10.30.0.77"}).json()["subnets"][0]["prefix"] == 24
     assert api.get("/api/ipam/", {"q": "x"}).status_code == 400
+
+
+def test_put_xml_answers_202_or_400(api, default):
+    url = f"/api/networks/{default.pk}/xml/"
+    assert api.put(url, {"xml": "<network><name>other</name></network>"}, format="json").status_code == 400
+    changed = default.inactive_xml.replace("<domain name='demo.lan'", "<domain name='demo2.lan'")
+    response = api.put(url, {"xml": changed, "apply": "define"}, format="json")
+    assert response.status_code == 202
+    assert Operation.objects.get(pk=response.json()["operation"]["id"]).kind == "network.define"

@@ -12,6 +12,7 @@ from networks.services import hosts as host_services
 from networks.services import networks as network_services
 from networks.services.operations import operation_run
 from networks.services.restart import network_request_restart
+from networks.services.xmledit import network_request_xml_change
 from tests.factories import UserFactory
 
 from .connectivity import Pinger
@@ -139,3 +140,28 @@ def test_a_new_config_that_cannot_start_is_rolled_back_and_guests_stay_connected
         assert xml.parse_network(now.XMLDesc(0)).ips == xml.parse_network(before).ips
     finally:
         conn.close()
+
+
+def test_a_saved_config_is_pending_until_a_restart_applies_it(kvmweb, guests, private_libvirtd):
+    host, admin = kvmweb
+    network = Network.objects.get(host=host, name=NETWORK)
+    changed = xml.parse(network.inactive_xml)
+    assert changed.find("domain") is None
+    changed.insert(3, xml.parse("<domain name='restarted.test'/>"))
+    define = network_request_xml_change(
+        network=network, new_xml=xml.to_string(changed), apply="define", actor=admin, source=AuditSource.WEB
+    )
+    assert operation_run(define.pk).status == OperationStatus.SUCCEEDED
+    network.refresh_from_db()
+    assert network.drifted and "restarted.test" not in network.live_xml  # restart pending
+
+    pingers = _pingers(private_libvirtd, guests)
+    try:
+        finished = operation_run(network_request_restart(network=network, actor=admin, source=AuditSource.WEB).pk)
+        assert all(p.wait_for_reply(5) for p in pingers)
+    finally:
+        for p in pingers:
+            p.stop()
+    assert finished.status == OperationStatus.SUCCEEDED, finished.error
+    network.refresh_from_db()
+    assert not network.drifted and "restarted.test" in network.live_xml

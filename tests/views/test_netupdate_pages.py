@@ -89,3 +89,14 @@ def test_the_address_search_finds_a_mac_everywhere_it_is_used(logged_in, demo_ho
     assert 'id="ipam-reservations"' in page and "web01" in page and "Guest interfaces" in page
     page = logged_in.get("/addresses/", {"q": "192.168.122.200"}).content.decode()
     assert "Subnets containing 192.168.122.200" in page and "default" in page
+
+
+def test_the_xml_editor_shows_a_diff_and_whether_a_restart_is_needed(logged_in, demo_host):
+    network = Network.objects.get(host=demo_host, name="default")
+    url = reverse("networks:network_edit_xml", args=[network.pk])
+    assert "&lt;network" in logged_in.get(url).content.decode()
+    changed = network.inactive_xml.replace("stp='off'", "stp='on'").replace('stp="off"', 'stp="on"')
+    page = logged_in.post(url, {"xml": changed}).content.decode()
+    assert "needs a restart" in page and 'value="restart"' in page
+    logged_in.post(url, {"xml": changed, "apply": "define", "message": "enable STP"})
+    assert Operation.objects.get(kind="network.define").message == "enable STP"
