@@ -11,6 +11,10 @@ urlpatterns = [
     path("hosts/<int:pk>/", hosts.host_detail, name="host_detail"),
     path("hosts/<int:pk>/sync/", hosts.host_sync, name="host_sync"),
     path("hosts/<int:pk>/delete/", hosts.host_delete, name="host_delete"),
+    path("hosts/<int:host_pk>/networks/create/", networks.network_create, name="network_create"),
+    path(
+        "hosts/<int:host_pk>/networks/create-default/", networks.network_create_default, name="network_create_default"
+    ),
     path("networks/", networks.network_list, name="network_list"),
     path("networks/<int:pk>/", networks.network_detail, name="network_detail"),
     path("networks/<int:pk>/start/", networks.network_start, name="network_start"),

@@ -175,12 +175,29 @@ class NetworkDetailSerializer(NetworkListSerializer):
 
 
 class NetworkCreateSerializer(serializers.Serializer):
+    """Fields of every mode; services.create checks which ones a mode needs."""
+
     host = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all())
     name = serializers.CharField(max_length=50)
-    forward_mode = serializers.ChoiceField(choices=["nat", "route", "open", ""], default="nat")
+    mode = serializers.ChoiceField(
+        choices=["nat", "route", "open", "isolated", "bridge", "macvtap-bridge", "macvtap-private", "macvtap-vepa",
+                 "macvtap-passthrough"],
+        default="nat",
+    )  # fmt: skip
     bridge = serializers.CharField(max_length=15, required=False, default="", allow_blank=True)
-    ipv4_cidr = serializers.CharField(required=False, default="", allow_blank=True)
+    ipv4 = serializers.CharField(required=False, default="", allow_blank=True, help_text="e.g. 192.168.100.1/24")
+    ipv4_dhcp_start = serializers.CharField(required=False, default="", allow_blank=True)
+    ipv4_dhcp_end = serializers.CharField(required=False, default="", allow_blank=True)
+    ipv6 = serializers.CharField(required=False, default="", allow_blank=True, help_text="e.g. fd00:100::1/64")
+    ipv6_dhcp_start = serializers.CharField(required=False, default="", allow_blank=True)
+    ipv6_dhcp_end = serializers.CharField(required=False, default="", allow_blank=True)
     dhcp = serializers.BooleanField(default=True)
+    reservations = serializers.CharField(required=False, default="", allow_blank=True, help_text="mac,ip,name lines")
+    domain_name = serializers.CharField(required=False, default="", allow_blank=True)
+    mtu = serializers.IntegerField(required=False, allow_null=True, default=None)
+    stp = serializers.BooleanField(default=False)
+    forward_dev = serializers.CharField(required=False, default="", allow_blank=True)
+    interfaces = serializers.CharField(required=False, default="", allow_blank=True, help_text="macvtap: eth1 eth2")
     start = serializers.BooleanField(default=True)
     autostart = serializers.BooleanField(default=False)
     message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)

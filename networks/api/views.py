@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from networks import filtersets, selectors
 from networks.choices import AuditSource
 from networks.models import AuditEvent, Network, NodeDevice, Operation
+from networks.services import create as create_services
 from networks.services import hosts as host_services
 from networks.services import networks as network_services
 from networks.services import restart as restart_services
@@ -78,9 +79,9 @@ class NetworkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def create(self, request):
         data = _input(s.NetworkCreateSerializer, request)
         try:
-            operation = network_services.network_request_create(actor=request.user, source=API, **data)
-        except OperationRejected as error:
-            raise ValidationError({"non_field_errors": [str(error)]}) from None
+            operation = create_services.network_request_create(actor=request.user, source=API, **data)
+        except DjangoValidationError as error:
+            raise ValidationError(error.message_dict) from None
         return accepted(operation)
 
     def _lifecycle(self, request, service, serializer_class=s.MessageSerializer):

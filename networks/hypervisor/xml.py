@@ -192,6 +192,9 @@ def _connections(element: etree._Element) -> int | None:
     return _int_or_none(element.get("connections"))
 
 
+MACVTAP_MODES = {"private", "vepa", "passthrough"}  # and "bridge" with interfaces but no <bridge>
+
+
 def build_network_xml(
     *,
     name: str,
@@ -200,16 +203,31 @@ def build_network_xml(
     stp: bool = False,
     ips: tuple[IpConfig, ...] = (),
     domain_name: str = "",
+    mtu: int | None = None,
+    forward_dev: str = "",
+    interfaces: tuple[str, ...] = (),
 ) -> str:
-    """XML for a NAT, routed, open or isolated network (forward_mode "" is isolated)."""
+    """XML for any network kvmweb creates.
+
+    forward_mode "" is isolated; nat, route and open get a libvirt bridge (named by
+    libvirt when `bridge` is empty); "bridge" with `bridge` uses an existing host bridge;
+    "bridge", private, vepa and passthrough with `interfaces` are macvtap networks.
+    """
     root = etree.Element("network")
     etree.SubElement(root, "name").text = name
+    host_bridge = forward_mode == "bridge" and not interfaces
+    macvtap = bool(interfaces) and forward_mode in MACVTAP_MODES | {"bridge"}
     if forward_mode:
-        etree.SubElement(root, "forward", mode=forward_mode)
-    bridge_attrs = {"stp": "on" if stp else "off", "delay": "0"}
-    if bridge:
-        bridge_attrs = {"name": bridge, **bridge_attrs}
-    etree.SubElement(root, "bridge", bridge_attrs)
+        forward = etree.SubElement(root, "forward", _attrs(mode=forward_mode, dev=forward_dev))
+        for dev in interfaces:
+            etree.SubElement(forward, "interface", dev=dev)
+    if host_bridge:
+        etree.SubElement(root, "bridge", name=bridge)
+    elif not macvtap:
+        bridge_attrs = {"stp": "on" if stp else "off", "delay": "0"}
+        etree.SubElement(root, "bridge", {"name": bridge, **bridge_attrs} if bridge else bridge_attrs)
+    if mtu:
+        etree.SubElement(root, "mtu", size=str(mtu))
     if domain_name:
         etree.SubElement(root, "domain", name=domain_name)
     for ip in ips:

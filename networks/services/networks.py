@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from dataclasses import asdict
 
 from networks import selectors
 from networks.choices import OperationKind
-from networks.hypervisor import client, xml
+from networks.hypervisor import client
 from networks.hypervisor import networks as hv_networks
 from networks.hypervisor import restart as hv_restart
-from networks.hypervisor.types import DhcpRange, IpConfig
-from networks.models import Host, Network, Operation
+from networks.models import Network, Operation
 
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_lock_key, operation_request
 from .sync import mirror_network
-
-NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
-BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ is 16 with the NUL
 
 
 def _request(kind: str, network: Network, actor, source: str, message: str, params: dict | None = None) -> Operation:
@@ -51,67 +45,6 @@ def network_request_autostart(*, network: Network, enabled: bool, actor, source:
 
 def network_request_undefine(*, network: Network, actor, source: str, message: str = "") -> Operation:
     return _request(OperationKind.NETWORK_UNDEFINE, network, actor, source, message)
-
-
-def network_request_create(
-    *,
-    host: Host,
-    name: str,
-    actor,
-    source: str,
-    forward_mode: str = "nat",
-    bridge: str = "",
-    ipv4_cidr: str = "",
-    dhcp: bool = True,
-    start: bool = True,
-    autostart: bool = False,
-    message: str = "",
-) -> Operation:
-    """Create a NAT, routed, open or isolated network with an optional IPv4 subnet and DHCP."""
-    if not NETWORK_NAME_RE.match(name or ""):
-        raise OperationRejected("Network names use letters, digits, '.', '_' and '-' (at most 50).")
-    if forward_mode not in {"nat", "route", "open", ""}:
-        raise OperationRejected(f"Unsupported forward mode {forward_mode!r} for this form.")
-    if forward_mode in {"nat", "route"} and not ipv4_cidr:
-        raise OperationRejected("NAT and routed networks need an IPv4 subnet.")
-    if bridge and not BRIDGE_NAME_RE.match(bridge):
-        raise OperationRejected("Bridge names have at most 15 letters, digits, '.', '_' or '-'.")
-    if host.networks.filter(name=name).exists():
-        raise OperationRejected(f"A network named {name!r} already exists on {host.name}.")
-    network_xml = xml.build_network_xml(
-        name=name, forward_mode=forward_mode, bridge=bridge, ips=_ipv4_config(ipv4_cidr, dhcp)
-    )
-    return operation_request(
-        kind=OperationKind.NETWORK_CREATE,
-        host=host,
-        actor=actor,
-        source=source,
-        lock_key=network_lock_key(host, name),
-        target_name=name,
-        params={"xml": network_xml, "start": start, "autostart": autostart},
-        message=message,
-    )
-
-
-def _ipv4_config(cidr: str, dhcp: bool) -> tuple[IpConfig, ...]:
-    """Gateway = first host address; DHCP = the rest of the subnet but the broadcast address."""
-    if not cidr:
-        return ()
-    try:
-        interface = ipaddress.IPv4Interface(cidr)
-    except ValueError:
-        raise OperationRejected(f"{cidr!r} is not an IPv4 subnet such as 192.168.100.0/24.") from None
-    subnet = interface.network
-    if subnet.prefixlen > 29:
-        raise OperationRejected("The subnet is too small: use a /29 or larger.")
-    hosts = list(subnet.hosts()) if subnet.num_addresses <= 1024 else None
-    first, last = (hosts[0], hosts[-1]) if hosts else (subnet[1], subnet[-2])
-    gateway = interface.ip if interface.ip not in (subnet.network_address, subnet.broadcast_address) else first
-    ranges = ()
-    if dhcp:
-        start = first + 1 if gateway == first else first
-        ranges = (DhcpRange(str(start), str(last if last != gateway else last - 1)),)
-    return (IpConfig(str(gateway), subnet.prefixlen, "ipv4", dhcp_ranges=ranges),)
 
 
 # ---------------------------------------------------------------- runners (worker side)

@@ -1,10 +1,12 @@
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from networks import selectors
 from networks.forms import AutostartForm, ConfirmForm, NetworkFilterForm
-from networks.models import Network
+from networks.models import Host, Network
+from networks.services import create as create_services
 from networks.services import networks as network_services
 from networks.services import restart as restart_services
 from networks.services import xmledit
@@ -142,3 +144,65 @@ def network_edit_xml(request, pk):
         except OperationRejected as error:
             context["error"] = str(error)
     return render(request, "networks/network_edit_xml.html", context)
+
+
+CREATE_FIELDS = [
+    ("name", "Name"),
+    ("bridge", "Bridge (libvirt's for NAT/routed/open/isolated, empty: generated; the host bridge for bridge mode)"),
+    ("ipv4", "IPv4 gateway/prefix, e.g. 192.168.100.1/24"),
+    ("ipv4_dhcp_start", "IPv4 DHCP first address (empty: after the gateway)"),
+    ("ipv4_dhcp_end", "IPv4 DHCP last address (empty: end of the subnet)"),
+    ("ipv6", "IPv6 gateway/prefix, e.g. fd00:100::1/64"),
+    ("ipv6_dhcp_start", "IPv6 DHCP first address"),
+    ("ipv6_dhcp_end", "IPv6 DHCP last address"),
+    ("domain_name", "DNS domain"),
+    ("mtu", "MTU"),
+    ("forward_dev", "Forward only through this host interface (NAT/routed)"),
+    ("interfaces", "macvtap: host interfaces, e.g. eth1 eth2"),
+]
+CREATE_FLAGS = [
+    ("dhcp", "Serve DHCP"),
+    ("stp", "STP on the bridge"),
+    ("start", "Start now"),
+    ("autostart", "Autostart"),
+]
+
+
+def network_create(request, host_pk):
+    """A form for every mode, a preview of the XML and warnings, then the Operation."""
+    host = get_object_or_404(Host, pk=host_pk)
+    posted = request.method == "POST"
+    values = {name: request.POST.get(name, "") for name, _label in CREATE_FIELDS} if posted else {}
+    values["mode"] = request.POST.get("mode", "nat") if posted else "nat"
+    flags = (
+        {name: name in request.POST for name, _ in CREATE_FLAGS} if posted else dict.fromkeys(("dhcp", "start"), True)
+    )
+    context = {"host": host, "values": values, "flags": flags, "fields": CREATE_FIELDS, "flag_fields": CREATE_FLAGS}
+    context["modes"] = sorted(create_services.MODES)
+    if posted:
+        try:
+            if request.POST.get("confirm") == "1":
+                operation = create_services.network_request_create(
+                    host=host, actor=request.user, source=WEB, message=request.POST.get("message", ""),
+                    start=flags["start"], autostart=flags["autostart"], **values,
+                    dhcp=flags["dhcp"], stp=flags["stp"],
+                )  # fmt: skip
+                messages.info(request, f"Creation of {operation.target_name} requested (operation #{operation.pk}).")
+                return redirect(operation)
+            context["plan"] = create_services.network_create_plan(
+                host=host, values={**values, "dhcp": flags["dhcp"], "stp": flags["stp"]}
+            )
+        except ValidationError as error:
+            context["errors"] = error.message_dict
+    return render(request, "networks/network_create.html", context)
+
+
+@require_POST
+def network_create_default(request, host_pk):
+    host = get_object_or_404(Host, pk=host_pk)
+    try:
+        operation = create_services.network_request_create_default(host=host, actor=request.user, source=WEB)
+        messages.info(request, f"Creation of the default network requested (operation #{operation.pk}).")
+    except ValidationError as error:
+        messages.error(request, " ".join(m for msgs in error.message_dict.values() for m in msgs))
+    return redirect(host)

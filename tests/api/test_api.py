@@ -86,9 +86,9 @@ def test_a_forbidden_uri_is_a_field_error(api, db):
 
 
 def test_create_network_validates_before_queueing(api, demo_host):
-    bad = api.post("/api/networks/", {"host": demo_host.pk, "name": "lab", "ipv4_cidr": "nope"}, format="json")
-    assert bad.status_code == 400 and "IPv4 subnet" in str(bad.json())
-    good = api.post("/api/networks/", {"host": demo_host.pk, "name": "lab", "ipv4_cidr": "10.5.0.0/24"}, format="json")
+    bad = api.post("/api/networks/", {"host": demo_host.pk, "name": "lab", "ipv4": "nope"}, format="json")
+    assert bad.status_code == 400 and "ipv4" in bad.json()
+    good = api.post("/api/networks/", {"host": demo_host.pk, "name": "lab", "ipv4": "10.5.0.1/24"}, format="json")
     assert good.status_code == 202
 
 

@@ -10,6 +10,7 @@ from networks.hypervisor import client, xml
 from networks.hypervisor import networks as hv
 from networks.hypervisor.errors import HypervisorError
 from networks.models import Guest, Host, Network
+from networks.services import create as create_services
 from networks.services import hosts as host_services
 from networks.services import networks as network_services
 from networks.services.operations import operation_run
@@ -45,8 +46,8 @@ def test_a_nat_network_is_created_synced_shown_and_stopped_on_a_real_daemon(real
     assert host.status == "reachable" and host.hypervisor_type == "QEMU" and host.libvirt_version.startswith("9.")
 
     _run(
-        network_services.network_request_create(
-            host=host, name="kvsmoke", bridge="kvbr77", ipv4_cidr="10.77.0.0/24", actor=admin, source=AuditSource.WEB
+        create_services.network_request_create(
+            host=host, name="kvsmoke", bridge="kvbr77", ipv4="10.77.0.1/24", actor=admin, source=AuditSource.WEB
         )
     )
     addresses = private_libvirtd.exec_in_ns(["ip", "-br", "addr", "show", "kvbr77"])
@@ -80,8 +81,8 @@ def test_a_real_guest_on_a_kvmweb_network_is_mirrored_and_named_before_a_stop(
 ):
     host, admin = real_host
     _run(
-        network_services.network_request_create(
-            host=host, name="kvguests", bridge="kvbr78", ipv4_cidr="10.78.0.0/24", actor=admin, source=AuditSource.WEB
+        create_services.network_request_create(
+            host=host, name="kvguests", bridge="kvbr78", ipv4="10.78.0.1/24", actor=admin, source=AuditSource.WEB
         )
     )
     guest = boot_guest(private_conn, "kvmweb-g1", guest_image, guest_log_dir, network="kvguests")

@@ -100,3 +100,22 @@ def test_the_xml_editor_shows_a_diff_and_whether_a_restart_is_needed(logged_in, 
     assert "needs a restart" in page and 'value="restart"' in page
     logged_in.post(url, {"xml": changed, "apply": "define", "message": "enable STP"})
     assert Operation.objects.get(kind="network.define").message == "enable STP"
+
+
+def test_creating_a_network_previews_its_xml_then_requests_it(logged_in, demo_host):
+    url = reverse("networks:network_create", args=[demo_host.pk])
+    assert logged_in.get(url).status_code == 200
+    form = {"mode": "nat", "name": "web-lab", "ipv4": "10.60.0.1/24", "dhcp": "on", "start": "on"}
+    page = logged_in.post(url, form).content.decode()
+    assert 'id="create-preview"' in page and "10.60.0.254" in page
+    assert not Operation.objects.filter(kind="network.create").exists()
+    response = logged_in.post(url, {**form, "confirm": "1"})
+    operation = Operation.objects.get(kind="network.create")
+    assert response.url == operation.get_absolute_url() and operation.target_name == "web-lab"
+    page = logged_in.post(url, {**form, "ipv4": "nonsense"}).content.decode()
+    assert 'id="create-errors"' in page
+
+
+def test_the_default_network_button_reports_that_it_exists(logged_in, demo_host):
+    response = logged_in.post(reverse("networks:network_create_default", args=[demo_host.pk]), follow=True)
+    assert "already exists" in response.content.decode()
