@@ -52,7 +52,8 @@ def interfaces_on_network(conn: libvirt.virConnect, network: str) -> list[Attach
     with libvirt_errors():
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
             root = xml.parse(dom.XMLDesc(0))
-            for iface in root.findall("devices/interface[@type='network']"):
+            for iface in root.findall("devices/interface"):
+                # type is 'bridge' or 'direct' in the live XML of bridge-mode and macvtap networks
                 if iface.xpath("string(source/@network)") == network:
                     found.append(
                         AttachedInterface(
@@ -66,12 +67,15 @@ def interfaces_on_network(conn: libvirt.virConnect, network: str) -> list[Attach
 
 
 def network_form(interface_xml: str) -> str:
-    """The interface as a plain type='network' device: no port id of the deleted port, no
-    bridge libvirt filled in, so libvirt creates a fresh port on the restarted network."""
+    """The interface as its config has it: type='network' naming only its network (and
+    portgroup), without the deleted port's id or the bridge/device libvirt filled in, so
+    libvirt creates a fresh port on the restarted network."""
     iface = xml.parse(interface_xml)
+    iface.set("type", "network")
     source = iface.find("source")
-    for attribute in ("portid", "bridge"):
-        source.attrib.pop(attribute, None)
+    kept = {key: source.get(key) for key in ("network", "portgroup") if source.get(key)}
+    source.attrib.clear()
+    source.attrib.update(kept)
     return xml.to_string(iface)
 
 

@@ -102,6 +102,9 @@ class GuestInterface:
     target_dev: str = ""
     vlan_tags: tuple[int, ...] = ()
     portgroup: str = ""
+    # The libvirt network it belongs to. Live XML shows an interface on a bridge-mode or
+    # macvtap network as type='bridge' or 'direct', still naming its network here.
+    network: str = ""
 
 
 @dataclass(frozen=True)

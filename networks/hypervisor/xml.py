@@ -282,6 +282,7 @@ def parse_interface(iface: etree._Element) -> GuestInterface:
         target_dev=iface.xpath("string(target/@dev)"),
         vlan_tags=tuple(int(tag.get("id")) for tag in iface.findall("vlan/tag")),
         portgroup=source.get("portgroup", "") if source is not None else "",
+        network=source.get("network", "") if source is not None else "",
     )
 
 

@@ -174,7 +174,7 @@ def _mirror_guest(host: Host, info: GuestInfo, networks: dict[str, Network], now
             target_dev=iface.target_dev,
             vlan_tags=list(iface.vlan_tags),
             portgroup=iface.portgroup,
-            network=networks.get(iface.source) if iface.type == "network" else None,
+            network=networks.get(iface.network),
         )
         for position, iface in enumerate(info.interfaces)
     )

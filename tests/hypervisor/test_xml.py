@@ -81,3 +81,13 @@ def test_any_name_survives_a_round_trip_through_built_xml(name, hostname):
     parsed = xml.parse_network(xml.build_network_xml(name=name, ips=(ip,)))
     assert parsed.name == name
     assert parsed.ips[0].dhcp_hosts == ip.dhcp_hosts
+
+
+def test_a_live_interface_on_a_bridge_mode_network_still_names_its_network():
+    dom = xml.parse_domain(
+        "<domain><name>g</name><devices><interface type='bridge'><mac address='52:54:00:00:00:0A'/>"
+        "<source network='lan' portid='x' bridge='br0'/></interface></devices></domain>",
+        "running",
+    )
+    iface = dom.interfaces[0]
+    assert (iface.type, iface.network, iface.mac) == ("bridge", "lan", "52:54:00:00:00:0a")
