@@ -5,16 +5,15 @@ import subprocess
 import pytest
 
 from networks.choices import AuditSource, OperationStatus
-from networks.hypervisor import client
 from networks.models import Guest, Network
 from networks.services import create as create_services
 from networks.services import hosts as host_services
 from networks.services.operations import operation_run
 from networks.services.restart import network_request_restart
-from tests.factories import UserFactory
 
 from .connectivity import Pinger
 from .guests import boot_guest
+from .kvmweb_setup import registered_host
 
 pytestmark = pytest.mark.realvirt
 BRIDGE = "kvhostbr0"
@@ -46,9 +45,11 @@ def host_bridge(private_libvirtd, tmp_path):
 def test_guests_on_a_host_bridge_network_and_a_bridge_interface_stay_connected_across_a_restart(
     db, private_libvirtd, private_conn, guest_image, guest_log_dir, host_bridge
 ):
-    admin = UserFactory(username="lanadmin")
-    host = host_services.host_create(name="kvm-br", uri=private_libvirtd.uri, actor=admin, source=AuditSource.WEB)
-    operation_run(host.operations.get().pk)
+    with registered_host(private_libvirtd, "kvm-br", "lanadmin") as (host, admin):
+        _check_bridge_networks(host, admin, private_libvirtd, private_conn, guest_image, guest_log_dir)
+
+
+def _check_bridge_networks(host, admin, private_libvirtd, private_conn, guest_image, guest_log_dir):
     create = create_services.network_request_create(
         host=host, name="lan", mode="bridge", bridge=BRIDGE, actor=admin, source=AuditSource.WEB
     )
@@ -76,4 +77,3 @@ def test_guests_on_a_host_bridge_network_and_a_bridge_interface_stay_connected_a
         for p in pingers:
             p.stop()
     assert [i["domain"] for i in finished.result["interfaces"]] == ["br-net"]
-    client.disconnect(private_libvirtd.uri)

@@ -9,26 +9,23 @@ from networks.choices import AuditSource, OperationStatus
 from networks.hypervisor import client, xml
 from networks.hypervisor import networks as hv
 from networks.hypervisor.errors import HypervisorError
-from networks.models import Guest, Host, Network
+from networks.models import Guest, Network
 from networks.services import create as create_services
 from networks.services import hosts as host_services
 from networks.services import networks as network_services
 from networks.services.operations import operation_run
-from tests.factories import UserFactory
 
 from .guests import boot_guest
+from .kvmweb_setup import registered_host
 
 pytestmark = pytest.mark.realvirt
 
 
 @pytest.fixture
 def real_host(db, private_libvirtd, private_conn):
-    """The private daemon registered in kvmweb and synced; kvmweb's cached connection dropped after."""
-    admin = UserFactory(username="root-admin")
-    host = host_services.host_create(name="kvm-test", uri=private_libvirtd.uri, actor=admin, source=AuditSource.WEB)
-    assert operation_run(host.operations.get().pk).status == OperationStatus.SUCCEEDED
-    yield Host.objects.get(pk=host.pk), admin
-    client.disconnect(private_libvirtd.uri)
+    """The private daemon registered in kvmweb and synced."""
+    with registered_host(private_libvirtd, "kvm-test", "root-admin") as host_and_admin:
+        yield host_and_admin
 
 
 def _run(operation):

@@ -5,16 +5,13 @@ import time
 
 import pytest
 
-from networks.choices import AuditSource, OperationStatus
-from networks.hypervisor import client, xml
-from networks.hypervisor.types import DhcpRange, IpConfig
-from networks.models import Host, Network
+from networks.choices import AuditSource
+from networks.models import Network
 from networks.services import hosts as host_services
 from networks.services.netupdate import network_request_update
 from networks.services.operations import operation_run
-from tests.factories import UserFactory
 
-from .guests import boot_guest
+from .kvmweb_setup import guests_on_new_network, nat_network_xml, registered_host, run_ok
 
 pytestmark = pytest.mark.realvirt
 NETWORK = "kvlive"
@@ -23,43 +20,26 @@ NETWORK = "kvlive"
 @pytest.fixture(scope="module")
 def two_guests(private_libvirtd, guest_image):
     """Two guests on a NAT network with a dynamic range, booted once for this module."""
-    conn = private_libvirtd.connect()
-    network_xml = xml.build_network_xml(
-        name=NETWORK,
-        bridge="kvlive0",
-        ips=(IpConfig("10.79.0.1", 24, "ipv4", (DhcpRange("10.79.0.100", "10.79.0.150"),)),),
-    )
-    conn.networkDefineXML(network_xml).create()
-    log_dir = private_libvirtd.scratch / "guests" / "live-edits"
-    guests = [boot_guest(conn, f"live-{n}", guest_image, log_dir, network=NETWORK) for n in ("a", "b")]
-    try:
-        for guest in guests:
-            guest.wait_for_lease(timeout=90)
+    network_xml = nat_network_xml(NETWORK, "kvlive0", "10.79.0")
+    with guests_on_new_network(private_libvirtd, guest_image, network_xml, ["live-a", "live-b"]) as guests:
         yield guests
-    finally:
-        conn.close()
-        private_libvirtd.reset()
 
 
 @pytest.fixture
 def kvmweb(db, private_libvirtd, two_guests):
-    """kvmweb with the private daemon registered and synced; returns (network, admin, run)."""
-    admin = UserFactory(username="netops")
-    host = host_services.host_create(name="kvm-live", uri=private_libvirtd.uri, actor=admin, source=AuditSource.WEB)
-    operation_run(host.operations.get().pk)
+    """kvmweb with the private daemon registered and synced; yields (host, run)."""
+    with registered_host(private_libvirtd, "kvm-live") as (host, admin):
 
-    def run(section, command, values=None, key=""):
-        network = Network.objects.get(host=host, name=NETWORK)
-        operation = network_request_update(
-            network=network, section=section, command=command, values=values or {}, key=key,
-            actor=admin, source=AuditSource.WEB,
-        )  # fmt: skip
-        finished = operation_run(operation.pk)
-        assert finished.status == OperationStatus.SUCCEEDED, finished.error
-        return finished
+        def run(section, command, values=None, key=""):
+            network = Network.objects.get(host=host, name=NETWORK)
+            return run_ok(
+                network_request_update(
+                    network=network, section=section, command=command, values=values or {}, key=key,
+                    actor=admin, source=AuditSource.WEB,
+                )
+            )  # fmt: skip
 
-    yield Host.objects.get(pk=host.pk), run
-    client.disconnect(private_libvirtd.uri)
+        yield host, run
 
 
 def _dnsmasq_pid(daemon) -> str:

@@ -5,53 +5,31 @@ import time
 import pytest
 
 from networks.choices import AuditSource, OperationStatus
-from networks.hypervisor import client, xml
-from networks.hypervisor.types import DhcpRange, IpConfig
-from networks.models import Host, Network
-from networks.services import hosts as host_services
+from networks.hypervisor import xml
+from networks.models import Network
 from networks.services import networks as network_services
 from networks.services.operations import operation_run
 from networks.services.restart import network_request_restart
 from networks.services.xmledit import network_request_xml_change
-from tests.factories import UserFactory
 
 from .connectivity import Pinger
-from .guests import boot_guest
+from .kvmweb_setup import guests_on_new_network, nat_network_xml, registered_host
 
 pytestmark = pytest.mark.realvirt
 NETWORK = "kvrs"
 
 
-def _nat(name: str, bridge: str, subnet: str) -> str:
-    return xml.build_network_xml(
-        name=name,
-        bridge=bridge,
-        ips=(IpConfig(f"{subnet}.1", 24, "ipv4", (DhcpRange(f"{subnet}.100", f"{subnet}.150"),)),),
-    )
-
-
 @pytest.fixture(scope="module")
 def guests(private_libvirtd, guest_image):
-    conn = private_libvirtd.connect()
-    conn.networkDefineXML(_nat(NETWORK, "kvrs0", "10.82.0")).create()
-    log_dir = private_libvirtd.scratch / "guests" / "restart"
-    booted = [boot_guest(conn, f"rs-{n}", guest_image, log_dir, network=NETWORK) for n in ("a", "b")]
-    try:
-        for guest in booted:
-            guest.wait_for_lease(timeout=90)
+    network_xml = nat_network_xml(NETWORK, "kvrs0", "10.82.0")
+    with guests_on_new_network(private_libvirtd, guest_image, network_xml, ["rs-a", "rs-b"]) as booted:
         yield booted
-    finally:
-        conn.close()
-        private_libvirtd.reset()
 
 
 @pytest.fixture
 def kvmweb(db, private_libvirtd, guests):
-    admin = UserFactory(username="netops")
-    host = host_services.host_create(name="kvm-rs", uri=private_libvirtd.uri, actor=admin, source=AuditSource.WEB)
-    operation_run(host.operations.get().pk)
-    yield Host.objects.get(pk=host.pk), admin
-    client.disconnect(private_libvirtd.uri)
+    with registered_host(private_libvirtd, "kvm-rs") as host_and_admin:
+        yield host_and_admin
 
 
 def _pingers(daemon, guests):
@@ -111,7 +89,7 @@ def test_kvmweb_restart_keeps_both_guests_connected(kvmweb, guests, private_libv
 def test_a_new_config_that_cannot_start_is_rolled_back_and_guests_stay_connected(kvmweb, guests, private_libvirtd):
     host, admin = kvmweb
     conn = private_libvirtd.connect()
-    conn.networkDefineXML(_nat("kvclash", "kvcl0", "10.84.0")).create()
+    conn.networkDefineXML(nat_network_xml("kvclash", "kvcl0", "10.84.0")).create()
     before = conn.networkLookupByName(NETWORK).XMLDesc(0)
     conn.close()
     # The same subnet as another running network: libvirt refuses to start it.
