@@ -27,6 +27,7 @@ class OperationKind(models.TextChoices):
     NETWORK_RESTART = "network.restart", "Restart network"
     NETWORK_DEFINE = "network.define", "Define new network config"
     NETWORK_XML_LIVE = "network.xml_live", "Apply XML changes live"
+    NETWORK_RENAME = "network.rename", "Rename network"
 
 
 class AuditSource(models.TextChoices):

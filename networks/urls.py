@@ -23,6 +23,7 @@ urlpatterns = [
     path("networks/<int:pk>/undefine/", networks.network_undefine, name="network_undefine"),
     path("networks/<int:pk>/restart/", networks.network_restart, name="network_restart"),
     path("networks/<int:pk>/xml/", networks.network_edit_xml, name="network_edit_xml"),
+    path("networks/<int:pk>/rename/", networks.network_rename, name="network_rename"),
     path("networks/<int:pk>/edit/<slug:section>/", netupdate.network_edit, name="network_edit"),
     path("networks/<int:pk>/reservations/import/", netupdate.network_import, name="network_import"),
     path("networks/<int:pk>/reservations.csv", netupdate.network_reservations_csv, name="network_reservations_csv"),

@@ -209,6 +209,12 @@ class NetworkXmlSerializer(serializers.Serializer):
     message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 
 
+class RenameSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=50)
+    move_guests = serializers.BooleanField(default=True)
+    message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
 class MessageSerializer(serializers.Serializer):
     message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 

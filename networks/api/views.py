@@ -126,6 +126,19 @@ class NetworkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             raise ValidationError({"xml": [str(error)]}) from None
         return accepted(operation)
 
+    @extend_schema(request=s.RenameSerializer, responses={202: s.OperationRefSerializer})
+    @action(detail=True, methods=["post"])
+    def rename(self, request, pk=None):
+        data = _input(s.RenameSerializer, request)
+        try:
+            operation = restart_services.network_request_rename(
+                network=self.get_object(), new_name=data["name"], move_guests=data["move_guests"],
+                message=data["message"], actor=request.user, source=API,
+            )  # fmt: skip
+        except OperationRejected as error:
+            raise ValidationError({"name": [str(error)]}) from None
+        return accepted(operation)
+
     @extend_schema(request=s.MessageSerializer, responses={202: s.OperationRefSerializer})
     @action(detail=True, methods=["post"])
     def undefine(self, request, pk=None):

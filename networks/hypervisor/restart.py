@@ -201,3 +201,93 @@ def restart_network(conn: libvirt.virConnect, name: str, new_xml: str = "", repo
         after = read_network(net)
     interfaces = reattach_missing(conn, name, after.bridge, captured, report)
     return RestartOutcome(after, interfaces, rolled_back, error, down)
+
+
+@dataclass(frozen=True)
+class RenameOutcome:
+    after: object  # NetworkInfo of the network under its new name
+    moved: tuple[str, ...]  # "guest mac" whose persistent config now names the new network
+    replugged: tuple[Reattached, ...]
+
+
+def rename_network(conn: libvirt.virConnect, old_name: str, new_name: str, move_guests: bool) -> RenameOutcome:
+    """libvirt cannot rename: undefine the old network and define its config under the new
+    name (with a new UUID: libvirt refuses two definitions of one bridge), start it if the
+    old one ran, optionally point guests' interfaces at it (persistent config, and live for
+    running guests). On any failure the old network is defined, started and re-plugged again."""
+    from .inventory import inactive_xml, read_network
+
+    with libvirt_errors():
+        old = lookup(conn, old_name)
+        old_xml = inactive_xml(old, old.XMLDesc(0))
+        renamed = xml.parse(old_xml)
+        renamed.find("name").text = new_name
+        for uuid in renamed.findall("uuid"):
+            renamed.remove(uuid)
+        was_active, autostart = bool(old.isActive()), bool(old.autostart())
+        captured = interfaces_on_network(conn, old_name)
+        if was_active:
+            old.destroy()
+        old.undefine()
+    moved: list[str] = []
+    new = None
+    try:
+        with libvirt_errors():
+            new = conn.networkDefineXML(xml.to_string(renamed))
+            if was_active:
+                new.create()
+            if move_guests:
+                _move_persistent_interfaces(conn, old_name, new_name, moved)
+    except HypervisorError:
+        _restore_old(conn, new, old_xml, (old_name, new_name), captured, was_active, autostart)
+        raise
+    with libvirt_errors():
+        replugged = tuple(_move_live(conn, new_name, iface) for iface in captured) if move_guests else ()
+        if autostart:
+            new.setAutostart(1)
+        return RenameOutcome(read_network(new), tuple(moved), replugged)
+
+
+def _restore_old(conn, new, old_xml: str, names: tuple[str, str], captured, was_active, autostart) -> None:
+    """Undo a rename: guests' configs back, the new network gone, the old one as it was."""
+    old_name, new_name = names
+    with libvirt_errors():
+        _move_persistent_interfaces(conn, new_name, old_name, [])
+        if new is not None:
+            if new.isActive():
+                new.destroy()
+            new.undefine()
+        old = conn.networkDefineXML(old_xml)
+        if autostart:
+            old.setAutostart(1)
+        if was_active:
+            old.create()
+    if was_active:
+        reattach_missing(conn, old_name, xml.parse_network(old.XMLDesc(0)).bridge, captured)
+
+
+def _move_persistent_interfaces(conn: libvirt.virConnect, old_name: str, new_name: str, moved: list[str]) -> None:
+    """Point every persistent guest interface on `old_name` at `new_name`, noting each in `moved`."""
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT):
+        config = xml.parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        for iface in config.findall("devices/interface"):
+            source = iface.find("source")
+            if source is not None and source.get("network") == old_name:
+                source.set("network", new_name)
+                dom.updateDeviceFlags(xml.to_string(iface), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                moved.append(f"{dom.name()} {iface.xpath('string(mac/@address)').lower()}")
+
+
+def _move_live(conn: libvirt.virConnect, new_name: str, iface: AttachedInterface) -> Reattached:
+    """Point a running guest's interface at the renamed network; libvirt plugs it into its bridge."""
+    live = xml.parse(network_form(iface.xml))
+    live.find("source").set("network", new_name)
+    moved = AttachedInterface(iface.domain, iface.mac, xml.to_string(live), iface.target_dev)
+    started = time.monotonic()
+    try:
+        conn.lookupByName(iface.domain).updateDeviceFlags(moved.xml, LIVE)
+    except libvirt.libvirtError:
+        return reattach(conn, new_name, xml.parse_network(conn.networkLookupByName(new_name).XMLDesc(0)).bridge, moved)
+    ok = ports_by_mac(conn, new_name).get(iface.mac) == iface.domain
+    error = "" if ok else "libvirt shows no port for it on the renamed network"
+    return Reattached(iface.domain, iface.mac, ok, "update-source", error, time.monotonic() - started)

@@ -16,9 +16,9 @@ from networks.models import Host, NetworkIp, Operation
 
 from .netupdate import bulk
 from .netupdate.common import gather, interface_name, invalid, number, text
+from .networks import NETWORK_NAME_RE
 from .operations import network_lock_key, operation_request
 
-NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
 BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ is 16 with the NUL
 ROUTED_MODES = {"nat", "route", "open", "isolated"}
 MACVTAP_MODES = {"macvtap-bridge", "macvtap-private", "macvtap-vepa", "macvtap-passthrough"}

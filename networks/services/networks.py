@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 from networks import selectors
@@ -13,6 +14,8 @@ from networks.models import Network, Operation
 
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_lock_key, operation_request
 from .sync import mirror_network
+
+NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
 
 
 def _request(kind: str, network: Network, actor, source: str, message: str, params: dict | None = None) -> Operation:

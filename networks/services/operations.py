@@ -168,6 +168,7 @@ def _handlers() -> dict[str, Handler]:
         OperationKind.NETWORK_UPDATE: netupdate.network_update_run,
         OperationKind.NETWORK_BULK_IMPORT: netupdate.network_bulk_run,
         OperationKind.NETWORK_RESTART: restart.network_restart_run,
+        OperationKind.NETWORK_RENAME: restart.network_rename_run,
         OperationKind.NETWORK_DEFINE: xmledit.network_define_run,
         OperationKind.NETWORK_XML_LIVE: xmledit.network_xml_live_run,
     }

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from networks import selectors
-from networks.choices import OperationKind
+from networks.choices import AuditSource, OperationKind
 from networks.hypervisor import client, xml
 from networks.hypervisor import restart as hv_restart
 from networks.hypervisor.errors import HypervisorError
 from networks.models import Network, Operation
 
+from .hosts import host_request_sync
+from .networks import NETWORK_NAME_RE
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_lock_key, operation_request
 from .sync import mirror_network
 
@@ -79,3 +81,51 @@ def network_restart_run(operation: Operation, progress: Progress) -> Outcome:
     if result["failed"]:
         raise PartlyFailed(f"{result['failed']} guest interface(s) could not be re-plugged.", result)
     return Outcome(result, after_xml=outcome.after.live_xml)
+
+
+def network_request_rename(
+    *, network: Network, new_name: str, move_guests: bool, actor, source: str, message: str = ""
+) -> Operation:
+    """Rename by defining the config under the new name; guests' interfaces follow on request."""
+    new_name = (new_name or "").strip()
+    if not NETWORK_NAME_RE.match(new_name):
+        raise OperationRejected("Network names use letters, digits, '.', '_' and '-' (at most 50).")
+    if network.host.networks.filter(name=new_name).exists():
+        raise OperationRejected(f"A network named {new_name!r} already exists on {network.host.name}.")
+    if not network.persistent:
+        raise OperationRejected("A transient network cannot be renamed: define it first.")
+    running = list(selectors.running_guests_on_network(network))
+    if running and not move_guests:
+        names = ", ".join(guest.name for guest in running)
+        raise OperationRejected(f"Running guests use {network.name} ({names}): ask to move their interfaces too.")
+    return operation_request(
+        kind=OperationKind.NETWORK_RENAME,
+        host=network.host,
+        network=network,
+        actor=actor,
+        source=source,
+        lock_key=network_lock_key(network.host, network.name),
+        message=message,
+        params={"new_name": new_name, "move_guests": bool(move_guests)},
+        before_xml=network.inactive_xml,
+    )
+
+
+def network_rename_run(operation: Operation, progress: Progress) -> Outcome:
+    conn = client.connect(operation.host.uri)
+    new_name = operation.params["new_name"]
+    progress.step(30, f"Defining {new_name} and moving over from {operation.target_name}")
+    outcome = hv_restart.rename_network(conn, operation.target_name, new_name, operation.params["move_guests"])
+    for line in outcome.moved:
+        progress.log(f"persistent config of {line} now names {new_name}")
+    Network.objects.filter(host=operation.host, name=operation.target_name).update(name=new_name)
+    mirror_network(operation.host, outcome.after)
+    host_request_sync(host=operation.host, actor=None, source=AuditSource.TASK)  # guests' interfaces changed
+    result = {
+        "new_name": new_name,
+        "moved": list(outcome.moved),
+        "interfaces": [asdict(r) for r in outcome.replugged],
+    }
+    if any(not r.ok for r in outcome.replugged):
+        raise PartlyFailed(f"Renamed to {new_name}, but some running guests could not be moved.", result)
+    return Outcome(result, after_xml=outcome.after.inactive_xml)

@@ -206,3 +206,20 @@ def network_create_default(request, host_pk):
     except ValidationError as error:
         messages.error(request, " ".join(m for msgs in error.message_dict.values() for m in msgs))
     return redirect(host)
+
+
+def network_rename(request, pk):
+    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    context = {"network": network, "affected_guests": selectors.running_guests_on_network(network)}
+    if request.method == "POST":
+        try:
+            operation = restart_services.network_request_rename(
+                network=network, new_name=request.POST.get("new_name", ""),
+                move_guests="move_guests" in request.POST, actor=request.user, source=WEB,
+                message=request.POST.get("message", ""),
+            )  # fmt: skip
+            messages.info(request, f"Rename of {network.name} requested (operation #{operation.pk}).")
+            return redirect(operation)
+        except OperationRejected as error:
+            context["error"] = str(error)
+    return render(request, "networks/network_rename.html", context)

@@ -115,3 +115,9 @@ def test_put_xml_answers_202_or_400(api, default):
     response = api.put(url, {"xml": changed, "apply": "define"}, format="json")
     assert response.status_code == 202
     assert Operation.objects.get(pk=response.json()["operation"]["id"]).kind == "network.define"
+
+
+def test_rename_through_the_api(api, default):
+    assert api.post(f"/api/networks/{default.pk}/rename/", {"name": "x y"}, format="json").status_code == 400
+    response = api.post(f"/api/networks/{default.pk}/rename/", {"name": "nat0"}, format="json")
+    assert response.status_code == 202

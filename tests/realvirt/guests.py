@@ -21,10 +21,21 @@ to do things and report back (Guest.probe and the helpers around it):
     /cgi-bin/release-renew?nic=ethN DHCPRELEASE, then a fresh DISCOVER
     /cgi-bin/addr                   IPv4 addresses per NIC
     /cgi-bin/lease?nic=ethN         the current lease (router, dns, domain...)
+    /cgi-bin/pinggap?start&nic=ethN the guest pings its DHCP router in the
+                    ?status / ?stop background and reports its longest gap
+                                    between replies (start_gateway_pings,
+                                    gateway_ping_status, stop_gateway_pings)
 
 renew and release-renew answer before they signal udhcpc (~0.3 s later), so a
 changed address cannot swallow the reply; the outcome shows up as a new
 KVMWEB-RENEW/LEASE marker (wait_for_new_lease).
+
+pinggap measures an interruption as the guest sees it: busybox ping every
+0.05 s to the gateway, each reply stamped with the guest's /proc/uptime (10 ms
+steps). Host-side pings (tests/realvirt/connectivity.py) see up to 1 s more,
+because the host's ARP retry timer is 1 s; the guest keeps its ARP entry for
+the gateway across a restart (the bridge keeps its MAC). Times in a GapReport
+are guest uptimes; guest_clock() maps host monotonic time onto them.
 
 Emulated with TCG (`<domain type='qemu'>`): each guest costs ~230 MiB and
 most of a core while booting, so boots are staggered and at most MAX_GUESTS
@@ -73,6 +84,62 @@ class Lease:
     nic: str
     ip: str
     mac: str
+
+
+@dataclass(frozen=True)
+class GapReport:
+    """A parsed /cgi-bin/pinggap status/stop answer. Times are the guest's
+    uptime in seconds (10 ms resolution); first/last/gap_end are None
+    without replies, gap_end also when no gap exceeded 0."""
+
+    replies: int
+    longest_gap: float  # the longest time between two consecutive replies
+    first: float | None
+    last: float | None
+    gap_end: float | None = None  # the reply that ended the longest gap
+    now: float | None = None  # the guest's uptime when it answered
+    running: bool = False  # whether the pings were still going then
+    raw: str = ""
+
+    def silence_at_end(self) -> float:
+        """Time since the last reply (or the whole run without one) when the
+        guest answered: a gap that had not closed yet."""
+        if self.now is None:
+            return 0.0
+        return max(0.0, self.now - (self.last if self.last is not None else self.now))
+
+
+def parse_gap_report(text: str) -> GapReport:
+    """Parse /cgi-bin/pinggap's "KEYWORD value" lines."""
+    values = dict((line.split(" ", 1) + [""])[:2] for line in text.splitlines() if line.strip())
+    if "REPLIES" not in values or "LONGEST_GAP" not in values:
+        raise ValueError(f"not a pinggap report: {text!r}")
+
+    def number(key):
+        return float(values[key]) if values.get(key) else None
+
+    return GapReport(
+        replies=int(values["REPLIES"]),
+        longest_gap=float(values["LONGEST_GAP"]),
+        first=number("FIRST"),
+        last=number("LAST"),
+        gap_end=number("GAP_END"),
+        now=number("NOW"),
+        running=values.get("RUNNING") == "yes",
+        raw=text,
+    )
+
+
+@dataclass(frozen=True)
+class GuestClock:
+    """Maps host time.monotonic() onto the guest's uptime, to within
+    `uncertainty` seconds (half the probe's round trip)."""
+
+    offset: float  # guest uptime - host monotonic
+    uncertainty: float
+
+    def guest_time(self, host_monotonic: float) -> float:
+        return host_monotonic + self.offset
 
 
 @dataclass(frozen=True)
@@ -308,6 +375,40 @@ class Guest:
         domain, lease (seconds), serverid; {} without a lease."""
         body = self.probe(lvd, "/cgi-bin/lease?" + urllib.parse.urlencode({"nic": nic}))
         return dict((line.split(" ", 1) + [""])[:2] for line in body.splitlines() if line)
+
+    # ---- the guest's own pings to its gateway (/cgi-bin/pinggap) ----
+
+    def start_gateway_pings(self, lvd: HttpGetter, nic: str = "eth0", interval: float = 0.05) -> int:
+        """Start busybox ping from inside the guest to `nic`'s DHCP router
+        every `interval` seconds, in the background, replacing an earlier run
+        on `nic`; every reply is stamped with the guest's uptime. Returns the
+        pinger's PID in the guest (its process group is stopped with it)."""
+        query = urllib.parse.urlencode({"nic": nic, "interval": f"{interval:g}"})
+        answer = self.probe(lvd, f"/cgi-bin/pinggap?start&{query}").strip()
+        words = answer.split()
+        if len(words) != 2 or words[0] != "OK" or not words[1].isdigit():
+            raise RuntimeError(f"{self.name}: /cgi-bin/pinggap?start answered {answer!r}")
+        return int(words[1])
+
+    def gateway_ping_status(self, lvd: HttpGetter, nic: str = "eth0") -> GapReport:
+        """The report so far; the pings go on."""
+        return parse_gap_report(self.probe(lvd, "/cgi-bin/pinggap?status&" + urllib.parse.urlencode({"nic": nic})))
+
+    def stop_gateway_pings(self, lvd: HttpGetter, nic: str = "eth0") -> GapReport:
+        """Stop the pings started by start_gateway_pings() and report: reply
+        count, the longest gap between consecutive replies, first and last
+        reply (guest uptime). Needs the guest reachable again."""
+        return parse_gap_report(self.probe(lvd, "/cgi-bin/pinggap?stop&" + urllib.parse.urlencode({"nic": nic})))
+
+    def guest_clock(self, lvd: HttpGetter, nic: str = "eth0") -> GuestClock:
+        """Read the guest's uptime (a status probe) to relate host
+        monotonic time to the times in a GapReport."""
+        before = time.monotonic()
+        report = self.gateway_ping_status(lvd, nic)
+        after = time.monotonic()
+        if report.now is None:
+            raise RuntimeError(f"{self.name}: /cgi-bin/pinggap?status gave no NOW: {report.raw!r}")
+        return GuestClock(offset=report.now - (before + after) / 2, uncertainty=(after - before) / 2)
 
     def destroy(self) -> None:
         """Power off and undefine (ignores an already stopped guest)."""

@@ -12,6 +12,8 @@ import libvirt
 import pytest
 from lxml import etree
 
+from networks.hypervisor import restart
+
 from .guests import Lease, boot_guest, interface_xml, read_leases
 from .libvirtd import PrivateLibvirtd, netns_pids, pid_is_gone
 
@@ -301,3 +303,54 @@ def test_guest_probes_dns_and_dhcp_from_inside(private_libvirtd, private_conn, g
     assert guest.wait_for_new_lease(since, timeout=15) == Lease("LEASE", "eth0", moved, guest.mac)
     timing("renew (NAKed) to changed reservation", time.monotonic() - t0)
     assert guest.addresses(lvd) == {"eth0": [f"{moved}/24"]}
+
+
+def test_guest_measures_its_own_gateway_gap_across_restarts(private_libvirtd, private_conn, guest_image, guest_log_dir):
+    """The guest pings its gateway itself (/cgi-bin/pinggap), so a restart's
+    interruption is measured without the host's 1 s ARP retry. (a) A plain
+    destroy + create leaves the tap off the bridge: the guest sees the whole
+    cut, and replies again once the bridge flip re-plugs it. (b) kvmweb's
+    restart_network keeps the guest's gap short. Prints MEASURED lines (-s)."""
+    lvd, name, bridge = private_libvirtd, "smoke-gap", "kvmt-gap0"
+    net = start_nat_network(private_conn, name, bridge, "192.168.157")
+    guest = boot_guest(private_conn, "smoke-gap-1", guest_image, guest_log_dir, network=name)
+    guest.wait_for_lease(timeout=60)
+
+    # (a) Plain restart, 3 s off the bridge, then the bridge flip.
+    guest.start_gateway_pings(lvd)
+    time.sleep(2)
+    clock = guest.guest_clock(lvd)  # maps host monotonic time onto guest uptime
+    captured = restart.interfaces_on_network(private_conn, name)  # before destroy: the ports go with it
+    assert [i.mac for i in captured] == [guest.mac]
+    net.destroy()
+    net.create()
+    time.sleep(3)
+    replug_started = time.monotonic()
+    replugged = restart.reattach_missing(private_conn, name, bridge, captured)
+    replugged_at = time.monotonic()
+    assert [(r.ok, r.method) for r in replugged] == [(True, restart.BRIDGE_FLIP)], replugged
+    time.sleep(2)
+    cut = guest.stop_gateway_pings(lvd)
+    print(
+        f"\nMEASURED guest-side longest gap, plain restart + 3 s + bridge flip: {cut.longest_gap:.2f} s "
+        f"({cut.replies} replies; clock uncertainty {clock.uncertainty:.2f} s)"
+    )
+    assert cut.longest_gap >= 3.0, cut.raw  # the cut was real, and the guest saw it
+    # The gap closed only with the re-plug, and replies went on after it.
+    assert cut.gap_end is not None and cut.gap_end >= clock.guest_time(replug_started) - clock.uncertainty, cut.raw
+    assert cut.last > clock.guest_time(replugged_at) + clock.uncertainty, cut.raw
+    assert cut.silence_at_end() < 1.0, cut.raw
+
+    # (b) kvmweb's restart with the guest pinging.
+    guest.start_gateway_pings(lvd)
+    time.sleep(2)
+    outcome = restart.restart_network(private_conn, name)
+    assert [(r.ok, r.method) for r in outcome.interfaces] == [(True, restart.BRIDGE_FLIP)], outcome.interfaces
+    time.sleep(2)
+    ours = guest.stop_gateway_pings(lvd)
+    print(
+        f"\nMEASURED guest-side longest gap, kvmweb restart_network: {ours.longest_gap:.2f} s "
+        f"(network down {outcome.down_seconds:.2f} s, {ours.replies} replies)"
+    )
+    assert ours.replies > 40 and ours.silence_at_end() < 1.0, ours.raw
+    assert ours.longest_gap < 2.0, ours.raw

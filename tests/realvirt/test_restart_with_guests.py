@@ -2,6 +2,7 @@
 
 import time
 
+import libvirt
 import pytest
 
 from networks.choices import AuditSource, OperationStatus
@@ -9,7 +10,7 @@ from networks.hypervisor import xml
 from networks.models import Network
 from networks.services import networks as network_services
 from networks.services.operations import operation_run
-from networks.services.restart import network_request_restart
+from networks.services.restart import network_request_rename, network_request_restart
 from networks.services.xmledit import network_request_xml_change
 
 from .connectivity import Pinger
@@ -143,3 +144,32 @@ def test_a_saved_config_is_pending_until_a_restart_applies_it(kvmweb, guests, pr
     assert finished.status == OperationStatus.SUCCEEDED, finished.error
     network.refresh_from_db()
     assert not network.drifted and "restarted.test" in network.live_xml
+
+
+def test_renaming_moves_running_guests_and_their_config_to_the_new_name(kvmweb, guests, private_libvirtd):
+    """Last in this module: the network is called kvrs-new afterwards."""
+    host, admin = kvmweb
+    network = Network.objects.get(host=host, name=NETWORK)
+    pingers = _pingers(private_libvirtd, guests)
+    try:
+        operation = network_request_rename(
+            network=network, new_name="kvrs-new", move_guests=True, actor=admin, source=AuditSource.WEB
+        )
+        finished = operation_run(operation.pk)
+        assert all(p.wait_for_reply(5) for p in pingers)
+    finally:
+        for p in pingers:
+            p.stop()
+    assert finished.status == OperationStatus.SUCCEEDED, finished.error
+    assert sorted(finished.result["moved"]) == sorted(f"{g.name} {g.mac}" for g in guests)
+    assert all(i["ok"] for i in finished.result["interfaces"])
+    conn = private_libvirtd.connect()
+    try:
+        assert "kvrs-new" in conn.listNetworks()
+        assert NETWORK not in conn.listNetworks() + conn.listDefinedNetworks()
+        for guest in guests:
+            config = conn.lookupByName(guest.name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            assert "network='kvrs-new'" in config.replace('"', "'")
+    finally:
+        conn.close()
+    assert Network.objects.get(pk=network.pk).name == "kvrs-new"

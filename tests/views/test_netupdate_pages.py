@@ -119,3 +119,13 @@ def test_creating_a_network_previews_its_xml_then_requests_it(logged_in, demo_ho
 def test_the_default_network_button_reports_that_it_exists(logged_in, demo_host):
     response = logged_in.post(reverse("networks:network_create_default", args=[demo_host.pk]), follow=True)
     assert "already exists" in response.content.decode()
+
+
+def test_the_rename_page_refuses_to_strand_running_guests(logged_in, demo_host):
+    network = Network.objects.get(host=demo_host, name="isolated")
+    url = reverse("networks:network_rename", args=[network.pk])
+    assert "running guest" in logged_in.get(url).content.decode()
+    page = logged_in.post(url, {"new_name": "iso-b"}).content.decode()
+    assert 'id="rename-error"' in page and "web01" in page
+    response = logged_in.post(url, {"new_name": "iso-b", "move_guests": "on"})
+    assert response.status_code == 302 and Operation.objects.get(kind="network.rename").params["new_name"] == "iso-b"
