@@ -171,6 +171,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "ENUM_NAME_OVERRIDES": {
+        "OperationKindEnum": "networks.choices.OperationKind",
+        "OperationStatusEnum": "networks.choices.OperationStatus",
+        "DnsRecordKindEnum": "networks.choices.DnsRecordKind",
+        "ForwardInterfaceKindEnum": "networks.choices.ForwardInterfaceKind",
+    },
 }
 
 # Celery: the broker carries task ids only; the Operation row is the source of truth.

@@ -8,4 +8,5 @@ export DJANGO_SETTINGS_MODULE=tests.settings
 .venv/bin/ruff format --check .
 .venv/bin/python manage.py check
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null
+.venv/bin/python manage.py spectacular --validate --fail-on-warn --file /dev/null
 .venv/bin/python -m pytest "$@"

@@ -2,6 +2,7 @@
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -48,13 +49,15 @@ def _field_errors(error: DjangoValidationError) -> dict:
 class SectionView(APIView):
     """GET lists the section's entries; POST adds one (202 with the operation)."""
 
-    @extend_schema(responses=s.DhcpHostSerializer(many=True))
+    @extend_schema(operation_id="network_section_list", responses=OpenApiTypes.OBJECT)
     def get(self, request, pk, collection):
         network = get_object_or_404(Network, pk=pk)
         _section, serializer_class, rows = COLLECTIONS[collection]
         return Response(serializer_class(rows(network), many=True).data)
 
-    @extend_schema(request=UpdateOptionsSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(
+        operation_id="network_section_add", request=UpdateOptionsSerializer, responses={202: s.OperationRefSerializer}
+    )
     def post(self, request, pk, collection):
         options = _options(request, {"command", "scope", "message"})
         return _request_update(request, pk, collection, options["command"], options, key="")
@@ -63,12 +66,17 @@ class SectionView(APIView):
 class EntryView(APIView):
     """PATCH modifies the entry named by `key` (where libvirt can), DELETE removes it."""
 
-    @extend_schema(request=UpdateOptionsSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(
+        operation_id="network_section_modify",
+        request=UpdateOptionsSerializer,
+        responses={202: s.OperationRefSerializer},
+    )
     def patch(self, request, pk, collection, key):
         options = _options(request, {"scope", "message"})
         return _request_update(request, pk, collection, "modify", options, key=key)
 
     @extend_schema(
+        operation_id="network_section_delete",
         parameters=[OpenApiParameter("scope", enum=list(SCOPES), required=False)],
         responses={202: s.OperationRefSerializer},
     )
@@ -158,7 +166,7 @@ def _bulk_preview_json(preview) -> dict:
 class IpamView(APIView):
     """GET ?q=MAC, IP or name: where it is used across the fleet."""
 
-    @extend_schema(parameters=[OpenApiParameter("q", required=True)])
+    @extend_schema(parameters=[OpenApiParameter("q", required=True)], responses=OpenApiTypes.OBJECT)
     def get(self, request):
         query = request.query_params.get("q", "").strip()
         if len(query) < 2:
