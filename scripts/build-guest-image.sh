@@ -8,7 +8,8 @@
 #                      console, and serves HTTP on :80 and an echo on :7.
 #                      CGI probes under /cgi-bin/ let tests look inside the
 #                      guest: lookup (DNS via the server its lease named),
-#                      renew, release-renew, addr, lease.
+#                      renew, release-renew, addr, lease, pinggap (the
+#                      guest's own pings to its gateway, timestamped).
 #   OUTDIR/MANIFEST    kernel version and module list, for debugging.
 #
 # Idempotent: does nothing when vmlinuz and initrd.img exist and are newer
@@ -392,12 +393,136 @@ reply
 cat "/run/lease.$nic" 2>/dev/null
 EOF
 
+cat >"$R/etc/pinggap-loop" <<'EOF'
+#!/bin/sh
+# pinggap-loop NIC ROUTER INTERVAL, started by /cgi-bin/pinggap under setsid:
+# a session (and process group) of its own, whose leader PID it records in
+# /run/pinggap.NIC.pid, so the CGI can stop all of it. Appends the guest's
+# uptime (/proc/uptime, 10 ms steps) to /run/pinggap.NIC for every reply of
+# busybox ping. ping exits when it cannot send (no route, NIC unplugged):
+# it is started again until the group is stopped.
+nic=$1 router=$2 interval=$3
+echo $$ >"/run/pinggap.$nic.pid"
+while true; do
+    ping -I "$nic" -i "$interval" "$router" 2>/dev/null | while read -r line; do
+        case "$line" in
+        *" bytes from "*)
+            read -r up _ </proc/uptime
+            echo "$up"
+            ;;
+        esac
+    done >>"/run/pinggap.$nic"
+    sleep "$interval"
+done
+EOF
+
+cat >"$R/www/cgi-bin/pinggap" <<'EOF'
+#!/bin/sh
+# The guest's own view of its gateway: how long it could not reach it.
+# ?start[&nic=ethN][&interval=S]: ping the router of NIC's DHCP lease every S
+#   seconds (default 0.05) in the background (/etc/pinggap-loop), replacing a
+#   previous run on that NIC; answers at once: OK <pid>.
+# ?status[&nic=ethN]: the report below; the pings go on.
+# ?stop[&nic=ethN]: stop the pings (the PID's whole process group), then the
+#   report: REPLIES <n>, LONGEST_GAP <seconds between consecutive replies>,
+#   and, with replies, GAP_END <uptime of the reply that ended that gap>,
+#   FIRST <uptime>, LAST <uptime>; then NOW <uptime> and RUNNING yes|no.
+. /etc/cgi.sh
+case "&$QUERY_STRING&" in
+*"&start&"*) action=start ;;
+*"&stop&"*) action=stop ;;
+*"&status&"*) action=status ;;
+*) fail "want start, stop or status" ;;
+esac
+nic=$(param nic)
+nic=${nic:-eth0}
+valid_nic "$nic"
+data=/run/pinggap.$nic
+pidfile=/run/pinggap.$nic.pid
+
+# group_alive PGID: a live (not zombie) process is in that process group.
+group_alive() {
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$1" '$5 == g && $3 != "Z" { found = 1 } END { exit !found }'
+}
+recorded_pid() {
+    pid=
+    [ -f "$pidfile" ] && read -r pid <"$pidfile"
+    case "$pid" in '' | *[!0-9]*) pid= ;; esac
+}
+stop_run() {
+    recorded_pid
+    rm -f "$pidfile"
+    [ -n "$pid" ] || return 0
+    kill -TERM "-$pid" 2>/dev/null
+    i=0
+    while group_alive "$pid" && [ $i -lt 40 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    kill -KILL "-$pid" 2>/dev/null
+    return 0
+}
+report() {
+    read -r now _ </proc/uptime
+    running=no
+    recorded_pid
+    [ -n "$pid" ] && group_alive "$pid" && running=yes
+    cat "$data" 2>/dev/null | awk -v now="$now" -v running="$running" '
+        NF {
+            t = $1 + 0
+            if (n == 0) first = t
+            else if (t - prev > gap) { gap = t - prev; end = t }
+            prev = t
+            n++
+        }
+        END {
+            printf "REPLIES %d\nLONGEST_GAP %.2f\n", n, gap
+            if (n) {
+                if (end) printf "GAP_END %.2f\n", end
+                printf "FIRST %.2f\nLAST %.2f\n", first, prev
+            }
+            printf "NOW %.2f\nRUNNING %s\n", now, running
+        }'
+}
+
+case "$action" in
+start)
+    interval=$(param interval)
+    interval=${interval:-0.05}
+    case "$interval" in '' | . | *[!0-9.]* | *.*.*) fail "bad interval" ;; esac
+    router=$(awk '$1 == "router" { print $2; exit }' "/run/lease.$nic" 2>/dev/null)
+    case "$router" in '' | *[!0-9.]*) fail "no router in a lease on $nic" ;; esac
+    stop_run
+    : >"$data"
+    setsid /etc/pinggap-loop "$nic" "$router" "$interval" </dev/null >/dev/null 2>&1 &
+    i=0
+    while [ ! -s "$pidfile" ] && [ $i -lt 60 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    recorded_pid
+    [ -n "$pid" ] || fail "the pinger did not start"
+    reply
+    echo "OK $pid"
+    ;;
+status)
+    reply
+    report
+    ;;
+stop)
+    stop_run
+    reply
+    report
+    ;;
+esac
+EOF
+
 cat >"$R/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
 echo "KVMWEB-POWEROFF" >/dev/console
 poweroff -f
 EOF
-chmod 755 "$R/init" "$R/etc/udhcpc.script" "$R/etc/acpi/PWRF/00000080" "$R"/www/cgi-bin/*
+chmod 755 "$R/init" "$R/etc/udhcpc.script" "$R/etc/pinggap-loop" "$R/etc/acpi/PWRF/00000080" "$R"/www/cgi-bin/*
 
 # --- pack -----------------------------------------------------------------
 # The host has no cpio; busybox has one. Uncompressed would boot no faster
