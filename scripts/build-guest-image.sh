@@ -284,11 +284,17 @@ nic_and_udhcpc() {
     kill -0 "$pid" 2>/dev/null || fail "udhcpc on $nic is not running"
 }
 # signal_later SIG...: send the signals to $pid once this reply has left (a
-# release or a NAK removes the address the reply travels from).
+# release or a NAK removes the address the reply travels from), one at a time:
+# the kernel delivers pending signals lowest number first, so USR2 and USR1 sent
+# together would reach udhcpc as USR1 (renew), then USR2 (release), and leave it
+# released for good.
 signal_later() {
     (
         sleep 0.3
-        for s in "$@"; do kill "-$s" "$pid"; done
+        for s in "$@"; do
+            kill "-$s" "$pid"
+            sleep 0.5
+        done
     ) </dev/null >/dev/null 2>&1 &
 }
 EOF
