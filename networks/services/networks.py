@@ -12,23 +12,20 @@ from networks.hypervisor import networks as hv_networks
 from networks.hypervisor import restart as hv_restart
 from networks.models import Network, Operation
 
-from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_lock_key, operation_request
+from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from .sync import mirror_network
 
 NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
 
 
 def _request(kind: str, network: Network, actor, source: str, message: str, params: dict | None = None) -> Operation:
-    return operation_request(
+    return network_operation_request(
         kind=kind,
-        host=network.host,
         network=network,
         actor=actor,
         source=source,
-        lock_key=network_lock_key(network.host, network.name),
         params=params,
         message=message,
-        before_xml=network.inactive_xml or network.live_xml,
     )
 
 

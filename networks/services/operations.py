@@ -88,6 +88,31 @@ def operation_request(
     return operation
 
 
+def network_operation_request(
+    *,
+    kind: str,
+    network: Network,
+    actor,
+    source: str,
+    message: str = "",
+    params: dict | None = None,
+    before_xml: str | None = None,
+) -> Operation:
+    """An operation on an existing network: serialised with the network's other operations;
+    the audit event's "before" is the persistent config unless given."""
+    return operation_request(
+        kind=kind,
+        host=network.host,
+        network=network,
+        actor=actor,
+        source=source,
+        lock_key=network_lock_key(network.host, network.name),
+        params=params,
+        message=message,
+        before_xml=network.inactive_xml or network.live_xml if before_xml is None else before_xml,
+    )
+
+
 def enqueue(operation: Operation) -> None:
     from networks import tasks  # tasks import services: import late to avoid a cycle
 

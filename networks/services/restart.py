@@ -13,7 +13,7 @@ from networks.models import Network, Operation
 
 from .hosts import host_request_sync
 from .networks import NETWORK_NAME_RE
-from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_lock_key, operation_request
+from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from .sync import mirror_network
 
 
@@ -45,16 +45,13 @@ def network_request_restart(*, network: Network, actor, source: str, message: st
             raise OperationRejected(str(error)) from None
         if name != network.name:
             raise OperationRejected(f"The new XML names the network {name!r}, not {network.name!r}.")
-    return operation_request(
+    return network_operation_request(
         kind=OperationKind.NETWORK_RESTART,
-        host=network.host,
         network=network,
         actor=actor,
         source=source,
-        lock_key=network_lock_key(network.host, network.name),
         message=message,
         params={"new_xml": new_xml} if new_xml else {},
-        before_xml=network.inactive_xml or network.live_xml,
     )
 
 
@@ -98,13 +95,11 @@ def network_request_rename(
     if running and not move_guests:
         names = ", ".join(guest.name for guest in running)
         raise OperationRejected(f"Running guests use {network.name} ({names}): ask to move their interfaces too.")
-    return operation_request(
+    return network_operation_request(
         kind=OperationKind.NETWORK_RENAME,
-        host=network.host,
         network=network,
         actor=actor,
         source=source,
-        lock_key=network_lock_key(network.host, network.name),
         message=message,
         params={"new_name": new_name, "move_guests": bool(move_guests)},
         before_xml=network.inactive_xml,

@@ -16,7 +16,7 @@ from networks.hypervisor.errors import HypervisorError
 from networks.models import Network, Operation
 
 from .drift import xml_diff
-from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_lock_key, operation_request
+from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from .restart import network_request_restart
 from .sync import mirror_network
 
@@ -124,16 +124,13 @@ def network_request_xml_change(
         raise OperationRejected("This change cannot be applied to the running network: save it and restart.")
     if apply not in {"live", "define"}:
         raise OperationRejected("Choose live, define or restart.")
-    return operation_request(
+    return network_operation_request(
         kind=OperationKind.NETWORK_XML_LIVE if apply == "live" else OperationKind.NETWORK_DEFINE,
-        host=network.host,
         network=network,
         actor=actor,
         source=source,
-        lock_key=network_lock_key(network.host, network.name),
         params={"xml": new_xml},
         message=message,
-        before_xml=network.inactive_xml or network.live_xml,
     )
 
 

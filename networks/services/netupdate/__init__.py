@@ -21,7 +21,7 @@ from networks.hypervisor.errors import HypervisorError
 from networks.hypervisor.types import NetworkInfo
 from networks.models import DhcpReservation, Network, Operation
 
-from ..operations import OperationRejected, Outcome, PartlyFailed, Progress, network_lock_key, operation_request
+from ..operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from ..sync import mirror_network
 from . import bulk
 from .common import UpdatePlan, invalid
@@ -135,13 +135,11 @@ def network_request_update(
     preview = network_update_preview(
         network=network, section=section, command=command, values=values, key=key, scope=scope
     )
-    return operation_request(
+    return network_operation_request(
         kind=OperationKind.NETWORK_UPDATE,
-        host=network.host,
         network=network,
         actor=actor,
         source=source,
-        lock_key=network_lock_key(network.host, network.name),
         params={
             "section": section,
             "command": command,
@@ -231,13 +229,11 @@ def network_request_bulk_import(
     scope = effective_scope(
         "both" if strategy == "live" else "config", active=network.active, persistent=network.persistent
     )
-    return operation_request(
+    return network_operation_request(
         kind=OperationKind.NETWORK_BULK_IMPORT,
-        host=network.host,
         network=network,
         actor=actor,
         source=source,
-        lock_key=network_lock_key(network.host, network.name),
         params={
             "rows": [{"line": row.line, **row.values} for row in preview.rows if row.ok],
             "skipped": [{"line": row.line, "errors": row.errors} for row in preview.rows if not row.ok],
