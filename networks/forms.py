@@ -83,25 +83,3 @@ SECTION_TITLES = {
     "portgroup": "Portgroup",
     "forward-interface": "Forward interface",
 }
-
-
-def initial_values(network, section: str, command: str, key: str) -> dict:
-    """Prefill a modify form from the mirror's entry."""
-    if command != "modify" or not key:
-        return {}
-    if section == "ip-dhcp-host":
-        key = key.lower()
-        for res in network.dhcp_reservations.all():
-            if key in {res.mac, res.host_id.lower(), res.name.lower()} - {""}:
-                return {"mac": res.mac, "ip": res.address, "name": res.name, "host_id": res.host_id}
-    if section == "portgroup":
-        pg = network.portgroups.filter(name=key).first()
-        if pg is not None:
-            return {
-                "name": pg.name,
-                "is_default": "yes" if pg.is_default else "no",
-                "vlan_tags": " ".join(str(tag) for tag in pg.vlan_tags),
-                "inbound_average": pg.inbound_average or "",
-                "outbound_average": pg.outbound_average or "",
-            }
-    return {}

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from celery import shared_task
 from django.conf import settings
 
-from networks.choices import AuditSource
-from networks.models import Host
 from networks.services import hosts as host_services
 from networks.services import operations
 
@@ -26,7 +22,4 @@ def run_operation(self, operation_id: int) -> None:
 
 @shared_task
 def sync_all_hosts() -> None:
-    """Periodic: request a sync of every host, and fail operations whose worker died."""
-    operations.operation_fail_lost(older_than=timedelta(hours=1))
-    for host in Host.objects.all():
-        host_services.host_request_sync(host=host, actor=None, source=AuditSource.SYSTEM)
+    host_services.hosts_sync_all()

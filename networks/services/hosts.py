@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from networks.choices import ACTIVE_STATUSES, OperationKind
+from networks.choices import ACTIVE_STATUSES, AuditSource, OperationKind
 from networks.hypervisor.client import validate_uri
 from networks.hypervisor.errors import InvalidUri
 from networks.models import Host, Operation
 
 from .audit import audit_record
-from .operations import host_lock_key, operation_request
+from .operations import host_lock_key, operation_fail_lost, operation_request
 
 
 def clean_uri(uri: str) -> str:
@@ -58,3 +60,11 @@ def host_request_sync(*, host: Host, actor, source: str, message: str = "") -> O
         object_type="host",
         message=message,
     )
+
+
+def hosts_sync_all(*, lost_after: timedelta = timedelta(hours=1)) -> None:
+    """Periodic: fail operations whose worker died (they would block their network), then
+    request a sync of every host as the system."""
+    operation_fail_lost(older_than=lost_after)
+    for host in Host.objects.all():
+        host_request_sync(host=host, actor=None, source=AuditSource.SYSTEM)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import asdict
 
-from networks import selectors
 from networks.choices import OperationKind
 from networks.hypervisor import client
 from networks.hypervisor import networks as hv_networks
@@ -116,8 +115,3 @@ def network_create_run(operation: Operation, progress: Progress) -> Outcome:
     network = mirror_network(operation.host, info)
     Operation.objects.filter(pk=operation.pk).update(network=network)
     return Outcome({"active": info.active, "network_id": network.pk}, after_xml=info.inactive_xml)
-
-
-def network_affected_guests(network: Network):
-    """Running guests with an interface on this network: they lose connectivity if it stops."""
-    return selectors.running_guests_on_network(network)

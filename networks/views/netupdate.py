@@ -5,7 +5,8 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
-from networks.forms import SECTION_FIELDS, SECTION_TITLES, initial_values
+from networks import selectors
+from networks.forms import SECTION_FIELDS, SECTION_TITLES
 from networks.models import Network
 from networks.services.netupdate import (
     SCOPES,
@@ -35,7 +36,7 @@ def network_edit(request, pk, section):
         values = {name: request.POST.get(name, "") for name in field_names}
     else:  # links may carry values (an SRV delete names its protocol and target)
         given = {name: request.GET[name] for name in field_names if name in request.GET}
-        values = {**given, **initial_values(network, section, options["command"], options["key"])}
+        values = {**given, **selectors.section_entry_values(network, section, options["command"], options["key"])}
     context = {
         "network": network,
         "section": section,

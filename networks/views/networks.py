@@ -89,7 +89,7 @@ def _confirmed_action(request, pk, request_service, verb: str):
         "network": network,
         "form": form,
         "verb": verb,
-        "affected_guests": network_services.network_affected_guests(network),
+        "affected_guests": selectors.running_guests_on_network(network),
     }
     return render(request, "networks/network_confirm.html", context)
 

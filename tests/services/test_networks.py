@@ -1,3 +1,4 @@
+from networks import selectors
 from networks.choices import AuditSource, OperationStatus
 from networks.hypervisor import client
 from networks.models import AuditEvent, Network
@@ -47,7 +48,7 @@ def test_undefine_removes_the_network_everywhere(demo_host, admin, demo_uri):
 
 
 def test_stop_lists_the_running_guests_that_lose_connectivity(demo_host):
-    affected = network_services.network_affected_guests(_network(demo_host, "default"))
+    affected = selectors.running_guests_on_network(_network(demo_host, "default"))
     names = [g.name for g in affected]
     assert "web01" in names
     assert all(g.is_running for g in affected)

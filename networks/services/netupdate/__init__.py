@@ -202,7 +202,7 @@ class BulkPreview:
 
 
 def network_bulk_preview(*, network: Network, csv_text: str) -> BulkPreview:
-    rows, _ = bulk.check_rows(bulk.parse_csv(csv_text), _configs(network.live_xml, network.live_xml, "live")[0])
+    rows, _ = bulk.check_rows(bulk.parse_csv(csv_text), xml.parse_network(network.live_xml))
     valid = sum(row.ok for row in rows)
     return BulkPreview(
         rows=rows,
