@@ -81,3 +81,11 @@ class GuestState(models.TextChoices):
     CRASHED = "crashed", "Crashed"
     PMSUSPENDED = "pmsuspended", "Suspended"
     NOSTATE = "nostate", "No state"
+
+
+class Role(models.TextChoices):
+    """What a user may do; each role includes the ones before it."""
+
+    VIEWER = "viewer", "Viewer"
+    OPERATOR = "operator", "Operator"
+    ADMIN = "admin", "Admin"

@@ -1,3 +1,4 @@
+from .accounts import ApiToken, UserRole
 from .audit import AuditEvent
 from .devices import NodeDevice
 from .guests import Guest, GuestInterface
@@ -6,6 +7,7 @@ from .networks import DhcpLease, DhcpRange, DhcpReservation, DnsRecord, ForwardI
 from .operations import Operation
 
 __all__ = [
+    "ApiToken",
     "AuditEvent",
     "DhcpLease",
     "DhcpRange",
@@ -20,4 +22,5 @@ __all__ = [
     "NodeDevice",
     "Operation",
     "Portgroup",
+    "UserRole",
 ]

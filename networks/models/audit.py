@@ -32,6 +32,10 @@ class AuditEvent(models.Model):
     before_xml = models.TextField(blank=True)
     after_xml = models.TextField(blank=True)
     detail = models.TextField(blank=True, help_text="Outcome details, e.g. libvirt's error")
+    client_address = models.GenericIPAddressField(null=True, blank=True, help_text="Where the request came from")
+    chain_hash = models.CharField(
+        max_length=64, blank=True, help_text="Hash of this event's content chained to the previous event's"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
+
 from networks.choices import AuditSource
 from networks.models import AuditEvent, Host, Operation
+
+# The client address of the request being served, set by networks.middleware for the
+# duration of a request so that every event it records says where it came from.
+client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)
 
 
 def actor_name(actor) -> str:
@@ -41,4 +47,5 @@ def audit_record(
         before_xml=before_xml,
         after_xml=after_xml,
         detail=detail,
+        client_address=client_address.get(),
     )
