@@ -153,8 +153,9 @@ class IpamResults:
         return not any((self.reservations, self.leases, self.interfaces, self.dns_records, self.subnets))
 
 
-def ipam_search(query: str, limit: int = 200) -> IpamResults:
-    """Where a MAC, IP or name is used across the fleet: reservations, leases, NICs, DNS, subnets."""
+def ipam_search(query: str, limit: int = 200, host_ids: set[int] | None = None) -> IpamResults:
+    """Where a MAC, IP or name is used across the fleet (or the hosts `host_ids`): reservations,
+    leases, NICs, DNS, subnets."""
     query = query.strip()
     mac = query.lower().replace("-", ":")
     reservations = DhcpReservation.objects.select_related("network__host").filter(
@@ -165,13 +166,17 @@ def ipam_search(query: str, limit: int = 200) -> IpamResults:
     )
     interfaces = GuestInterface.objects.select_related("guest__host", "network").filter(mac__icontains=mac)
     dns = DnsRecord.objects.select_related("network__host").filter(Q(name__icontains=query) | Q(value__icontains=query))
+    if host_ids is not None:
+        reservations, leases, dns = (rows.filter(network__host__in=host_ids) for rows in (reservations, leases, dns))
+        interfaces = interfaces.filter(guest__host__in=host_ids)
+    subnets = [ip for ip in _subnets_containing(query) if host_ids is None or ip.network.host_id in host_ids]
     return IpamResults(
         query,
         list(reservations[:limit]),
         list(leases[:limit]),
         list(interfaces[:limit]),
         list(dns[:limit]),
-        _subnets_containing(query),
+        subnets,
     )
 
 

@@ -18,6 +18,7 @@ from networks.services.netupdate import (
     network_request_bulk_import,
     network_request_update,
 )
+from networks.services.permissions import authorize, scoped, visible_host_ids
 
 from . import serializers as s
 from .views import accepted
@@ -51,7 +52,7 @@ class SectionView(APIView):
 
     @extend_schema(operation_id="network_section_list", responses=OpenApiTypes.OBJECT)
     def get(self, request, pk, collection):
-        network = get_object_or_404(Network, pk=pk)
+        network = get_object_or_404(scoped(Network.objects, request.user), pk=pk)
         _section, serializer_class, rows = COLLECTIONS[collection]
         return Response(serializer_class(rows(network), many=True).data)
 
@@ -94,7 +95,7 @@ def _options(request, names: set[str], data=None) -> dict:
 
 
 def _request_update(request, pk, collection, command, options, key, values=None):
-    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    network = get_object_or_404(scoped(Network.objects.select_related("host"), request.user), pk=pk)
     values = request.data if values is None else values
     try:
         operation = network_request_update(
@@ -125,7 +126,8 @@ class BulkImportView(APIView):
 
     @extend_schema(request=BulkImportSerializer, responses={202: s.OperationRefSerializer})
     def post(self, request, pk):
-        network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+        network = get_object_or_404(scoped(Network.objects.select_related("host"), request.user), pk=pk)
+        authorize(actor=request.user, action="network.bulk_import", host=network.host, source=AuditSource.API)
         data = BulkImportSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         options = data.validated_data
@@ -171,7 +173,7 @@ class IpamView(APIView):
         query = request.query_params.get("q", "").strip()
         if len(query) < 2:
             raise ValidationError({"q": ["Give at least 2 characters."]})
-        found = ipam_search(query)
+        found = ipam_search(query, host_ids=visible_host_ids(request.user))
         return Response(
             {
                 "reservations": s.IpamReservationSerializer(found.reservations, many=True).data,

@@ -16,6 +16,7 @@ from networks.services import networks as network_services
 from networks.services import restart as restart_services
 from networks.services import xmledit
 from networks.services.operations import OperationRejected
+from networks.services.permissions import scoped
 
 from . import serializers as s
 
@@ -27,6 +28,15 @@ def accepted(operation: Operation) -> Response:
     return Response({"operation": s.OperationRefSerializer(operation).data}, status=status.HTTP_202_ACCEPTED)
 
 
+class HostScoped:
+    """Lists and objects only of the hosts in the user's scope; others are 404."""
+
+    host_field = "host"
+
+    def get_queryset(self):
+        return scoped(super().get_queryset(), self.request.user, self.host_field)
+
+
 def _input(serializer_class, request):
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
@@ -34,6 +44,7 @@ def _input(serializer_class, request):
 
 
 class HostViewSet(
+    HostScoped,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -42,6 +53,7 @@ class HostViewSet(
 ):
     serializer_class = s.HostSerializer
     queryset = selectors.host_list()
+    host_field = "pk"
 
     def create(self, request, *args, **kwargs):
         data = _input(s.HostSerializer, request)
@@ -64,13 +76,15 @@ class HostViewSet(
         return accepted(host_services.host_request_sync(host=self.get_object(), actor=request.user, source=API, **data))
 
 
-class NetworkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class NetworkViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     filterset_class = filtersets.NetworkFilterSet
 
     def get_queryset(self):
         if self.action == "list":
-            return Network.objects.select_related("host").order_by("host__name", "name")
-        return selectors.network_detail_queryset().prefetch_related("dhcp_reservations")
+            networks = Network.objects.select_related("host").order_by("host__name", "name")
+        else:
+            networks = selectors.network_detail_queryset().prefetch_related("dhcp_reservations")
+        return scoped(networks, self.request.user)
 
     def get_serializer_class(self):
         return s.NetworkListSerializer if self.action == "list" else s.NetworkDetailSerializer
@@ -145,25 +159,25 @@ class NetworkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return self._lifecycle(request, network_services.network_request_undefine)
 
 
-class GuestViewSet(viewsets.ReadOnlyModelViewSet):
+class GuestViewSet(HostScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.GuestSerializer
     queryset = selectors.guest_detail_queryset().order_by("host__name", "name")
     filterset_class = filtersets.GuestFilterSet
 
 
-class NodeDeviceViewSet(viewsets.ReadOnlyModelViewSet):
+class NodeDeviceViewSet(HostScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.NodeDeviceSerializer
     queryset = NodeDevice.objects.order_by("host", "name")
     filterset_class = filtersets.NodeDeviceFilterSet
 
 
-class OperationViewSet(viewsets.ReadOnlyModelViewSet):
+class OperationViewSet(HostScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.OperationSerializer
     queryset = Operation.objects.all()
     filterset_class = filtersets.OperationFilterSet
 
 
-class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
+class AuditEventViewSet(HostScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.AuditEventSerializer
     queryset = AuditEvent.objects.all()
     filterset_class = filtersets.AuditEventFilterSet

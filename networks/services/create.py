@@ -18,6 +18,7 @@ from .netupdate import bulk
 from .netupdate.common import gather, interface_name, invalid, number, text
 from .networks import NETWORK_NAME_RE
 from .operations import network_lock_key, operation_request
+from .permissions import authorize
 
 BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ is 16 with the NUL
 ROUTED_MODES = {"nat", "route", "open", "isolated"}
@@ -206,6 +207,7 @@ def _macvtap_plan(name: str, mode: str, values: dict) -> CreatePlan:
 def network_request_create(
     *, host: Host, actor, source: str, start: bool = True, autostart: bool = False, message: str = "", **values
 ) -> Operation:
+    authorize(actor=actor, action="network.create", host=host, source=source, object_name=str(values.get("name"))[:50])
     plan = network_create_plan(host=host, values=values)
     return operation_request(
         kind=OperationKind.NETWORK_CREATE,

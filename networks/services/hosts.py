@@ -14,6 +14,7 @@ from networks.models import Host, Operation
 
 from .audit import audit_record
 from .operations import host_lock_key, operation_fail_lost, operation_request
+from .permissions import authorize
 
 
 def clean_uri(uri: str) -> str:
@@ -26,6 +27,7 @@ def clean_uri(uri: str) -> str:
 
 def host_create(*, name: str, uri: str, actor, source: str, queue: str = "", sync: bool = True) -> Host:
     """Register a host and, by default, request its first sync."""
+    authorize(actor=actor, action="host.create", source=source, object_name=str(name)[:100])
     host = Host(name=name, uri=clean_uri(uri), queue=queue)
     host.full_clean()
     with transaction.atomic():
@@ -38,6 +40,7 @@ def host_create(*, name: str, uri: str, actor, source: str, queue: str = "", syn
 
 def host_delete(*, host: Host, actor, source: str) -> None:
     """Forget a host and its mirror. Nothing on the hypervisor changes."""
+    authorize(actor=actor, action="host.delete", host=host, source=source)
     with transaction.atomic():
         audit_record(
             action="host.delete", source=source, actor=actor, host=host, object_type="host", object_name=host.name
@@ -47,6 +50,7 @@ def host_delete(*, host: Host, actor, source: str) -> None:
 
 def host_request_sync(*, host: Host, actor, source: str, message: str = "") -> Operation:
     """Request a sync, or return the one already waiting or running for this host."""
+    authorize(actor=actor, action="host.sync", host=host, source=source)
     pending = Operation.objects.filter(host=host, kind=OperationKind.HOST_SYNC, status__in=ACTIVE_STATUSES).first()
     if pending is not None:
         return pending

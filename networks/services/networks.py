@@ -12,6 +12,7 @@ from networks.hypervisor import restart as hv_restart
 from networks.models import Network, Operation
 
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
+from .permissions import authorize
 from .sync import mirror_network
 
 NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
@@ -29,20 +30,24 @@ def _request(kind: str, network: Network, actor, source: str, message: str, para
 
 
 def network_request_start(*, network: Network, actor, source: str, message: str = "") -> Operation:
+    authorize(actor=actor, action="network.start", host=network.host, source=source, object_name=network.name)
     return _request(OperationKind.NETWORK_START, network, actor, source, message)
 
 
 def network_request_stop(*, network: Network, actor, source: str, message: str = "") -> Operation:
+    authorize(actor=actor, action="network.stop", host=network.host, source=source, object_name=network.name)
     return _request(OperationKind.NETWORK_STOP, network, actor, source, message)
 
 
 def network_request_autostart(*, network: Network, enabled: bool, actor, source: str, message: str = "") -> Operation:
+    authorize(actor=actor, action="network.autostart", host=network.host, source=source, object_name=network.name)
     if not network.persistent:
         raise OperationRejected("A transient network cannot be marked autostart; define it first.")
     return _request(OperationKind.NETWORK_AUTOSTART, network, actor, source, message, {"enabled": bool(enabled)})
 
 
 def network_request_undefine(*, network: Network, actor, source: str, message: str = "") -> Operation:
+    authorize(actor=actor, action="network.undefine", host=network.host, source=source, object_name=network.name)
     return _request(OperationKind.NETWORK_UNDEFINE, network, actor, source, message)
 
 

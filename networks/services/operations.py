@@ -23,6 +23,7 @@ from networks.hypervisor.errors import HypervisorError
 from networks.models import Host, Network, Operation
 
 from .audit import actor_name, audit_record
+from .permissions import authorize, operation_action
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +246,9 @@ def _finish(operation: Operation, status: str, outcome: Outcome, error: str = ""
 
 
 def operation_cancel(*, operation: Operation, actor, source: str) -> Operation:
-    """Cancel an operation that no worker has claimed yet."""
+    """Cancel an operation that no worker has claimed yet (who may request it may cancel it)."""
+    authorize(actor=actor, action=operation_action(operation), host=operation.host, source=source,
+              object_name=str(operation.pk))  # fmt: skip
     cancelled = Operation.objects.filter(pk=operation.pk, status=OperationStatus.QUEUED).update(
         status=OperationStatus.CANCELLED, finished_at=timezone.now(), step="Cancelled"
     )

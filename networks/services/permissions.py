@@ -11,8 +11,8 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import QuerySet
 
-from networks.choices import AuditSource, Role
-from networks.models import Host, UserRole
+from networks.choices import AuditSource, OperationKind, Role
+from networks.models import Host, Operation, UserRole
 
 from .audit import audit_record
 
@@ -46,6 +46,31 @@ REQUIRED_ROLE = {
     "user.manage": Role.ADMIN,
     "token.manage_others": Role.ADMIN,
 }
+
+
+# The action whose permission covers each kind of operation (to cancel it, for one).
+KIND_ACTIONS = {
+    OperationKind.HOST_SYNC: "host.sync",
+    OperationKind.NETWORK_START: "network.start",
+    OperationKind.NETWORK_STOP: "network.stop",
+    OperationKind.NETWORK_AUTOSTART: "network.autostart",
+    OperationKind.NETWORK_UNDEFINE: "network.undefine",
+    OperationKind.NETWORK_CREATE: "network.create",
+    OperationKind.NETWORK_BULK_IMPORT: "network.bulk_import",
+    OperationKind.NETWORK_RESTART: "network.restart",
+    OperationKind.NETWORK_DEFINE: "network.xml_edit",
+    OperationKind.NETWORK_XML_LIVE: "network.xml_edit",
+    OperationKind.NETWORK_RENAME: "network.rename",
+}
+
+
+def operation_action(operation: Operation) -> str:
+    """The action someone must be allowed to request to act on this operation."""
+    if operation.kind == OperationKind.NETWORK_UPDATE:
+        return f"network.update.{operation.params.get('section', 'unknown')}"
+    if operation.kind == OperationKind.NETWORK_RESTART and operation.params.get("new_xml"):
+        return "network.xml_edit"
+    return KIND_ACTIONS.get(operation.kind, "operation.unknown")
 
 
 class PermissionDenied(DjangoPermissionDenied):
@@ -171,3 +196,15 @@ def role_set(*, user, role: str, host_names: list[str] | None, actor, source: st
         detail=f"{role} on {scope}",
     )
     return row
+
+
+def allowed_actions(actor, host: Host | None = None) -> frozenset[str]:
+    """Every action `actor` may do on `host` (None: on the fleet), for pages to hide the rest."""
+    return frozenset(action for action in REQUIRED_ROLE if can(actor, action, host))
+
+
+def scoped(queryset, actor, host_field: str = "host"):
+    """`queryset` narrowed to the rows on hosts `actor` may see."""
+    ids = visible_host_ids(actor)
+    queryset = queryset.all()  # a manager becomes a queryset
+    return queryset if ids is None else queryset.filter(**{f"{host_field}__in": ids})

@@ -14,6 +14,7 @@ from networks.models import Network, Operation
 from .hosts import host_request_sync
 from .networks import NETWORK_NAME_RE
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
+from .permissions import authorize
 from .sync import mirror_network
 
 
@@ -36,6 +37,8 @@ def network_restart_preview(network: Network) -> RestartPreview:
 
 def network_request_restart(*, network: Network, actor, source: str, message: str = "", new_xml: str = "") -> Operation:
     """Restart, optionally making `new_xml` the persistent config first (rolled back if it fails)."""
+    action = "network.xml_edit" if new_xml else "network.restart"  # a new config is an admin's change
+    authorize(actor=actor, action=action, host=network.host, source=source, object_name=network.name)
     if not network.active:
         raise OperationRejected(f"{network.name} is not running: start it instead.")
     if new_xml:
@@ -84,6 +87,7 @@ def network_request_rename(
     *, network: Network, new_name: str, move_guests: bool, actor, source: str, message: str = ""
 ) -> Operation:
     """Rename by defining the config under the new name; guests' interfaces follow on request."""
+    authorize(actor=actor, action="network.rename", host=network.host, source=source, object_name=network.name)
     new_name = (new_name or "").strip()
     if not NETWORK_NAME_RE.match(new_name):
         raise OperationRejected("Network names use letters, digits, '.', '_' and '-' (at most 50).")

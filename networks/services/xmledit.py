@@ -17,6 +17,7 @@ from networks.models import Network, Operation
 
 from .drift import xml_diff
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
+from .permissions import authorize
 from .restart import network_request_restart
 from .sync import mirror_network
 
@@ -115,6 +116,7 @@ def network_request_xml_change(
 ) -> Operation:
     """apply: "live" (net-update, only if possible), "define" (persistent config; a running
     network then has a restart pending) or "restart" (define and restart, rolled back on failure)."""
+    authorize(actor=actor, action="network.xml_edit", host=network.host, source=source, object_name=network.name)
     analysis = network_xml_preview(network=network, new_xml=new_xml)
     if analysis.unchanged:
         raise OperationRejected("The XML does not change anything.")

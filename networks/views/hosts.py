@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from networks import selectors
@@ -8,17 +8,19 @@ from networks.forms import HostForm
 from networks.models import Host
 from networks.services import hosts as host_services
 
+from .access import may, require, visible, visible_object
 from .common import WEB
 
 
 def host_list(request):
-    return render(request, "networks/host_list.html", {"hosts": selectors.host_list()})
+    return render(request, "networks/host_list.html", {"hosts": visible(request, selectors.host_list(), "pk")})
 
 
 def host_detail(request, pk):
-    host = get_object_or_404(Host, pk=pk)
+    host = visible_object(request, Host.objects, pk, "pk")
     context = {
         "host": host,
+        "may": may(request, host),
         "networks": selectors.network_list(host_id=host.pk),
         "guests": selectors.guest_list(host_id=host.pk),
         "device_count": host.node_devices.count(),
@@ -29,6 +31,7 @@ def host_detail(request, pk):
 
 
 def host_add(request):
+    require(request, "host.create")
     form = HostForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -43,14 +46,15 @@ def host_add(request):
 
 @require_POST
 def host_sync(request, pk):
-    host = get_object_or_404(Host, pk=pk)
+    host = visible_object(request, Host.objects, pk, "pk")
     operation = host_services.host_request_sync(host=host, actor=request.user, source=WEB)
     messages.info(request, f"Sync requested (operation #{operation.pk}).")
     return redirect(host)
 
 
 def host_delete(request, pk):
-    host = get_object_or_404(Host, pk=pk)
+    host = visible_object(request, Host.objects, pk, "pk")
+    require(request, "host.delete", host)
     if request.method == "POST":
         host_services.host_delete(host=host, actor=request.user, source=WEB)
         messages.success(request, f"Host {host.name} removed from kvmweb (nothing changed on the host).")

@@ -3,7 +3,7 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 
 from networks import selectors
 from networks.forms import SECTION_FIELDS, SECTION_TITLES
@@ -14,9 +14,11 @@ from networks.services.netupdate import (
     network_request_bulk_import,
     network_request_update,
     network_update_preview,
+    update_action,
 )
 from networks.services.netupdate.bulk import export_csv
 
+from .access import require, visible_object
 from .common import WEB
 
 OPTION_NAMES = ("command", "key", "scope", "message")
@@ -26,7 +28,8 @@ def network_edit(request, pk, section):
     """GET shows the form; POST previews the change; POST with confirm=1 requests it."""
     if section not in SECTION_FIELDS:
         raise Http404("No such section")
-    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    network = visible_object(request, Network.objects.select_related("host"), pk)
+    require(request, update_action(section), network.host, network.name)
     source = request.POST if request.method == "POST" else request.GET
     options = {name: source.get(name, "") for name in OPTION_NAMES}
     options["command"] = options["command"] or "add-last"
@@ -73,7 +76,8 @@ def _preview_or_apply(request, network, section, values, options, context):
 
 def network_import(request, pk):
     """Bulk reservations: paste or upload CSV, preview each row, pick a strategy, apply."""
-    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    network = visible_object(request, Network.objects.select_related("host"), pk)
+    require(request, "network.bulk_import", network.host, network.name)
     context = {"network": network, "csv_text": "", "strategy": "live"}
     if request.method == "POST":
         upload = request.FILES.get("csv_file")
@@ -98,7 +102,7 @@ def network_import(request, pk):
 
 
 def network_reservations_csv(request, pk):
-    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    network = visible_object(request, Network.objects.select_related("host"), pk)
     response = HttpResponse(export_csv(network.dhcp_reservations.order_by("ip__position", "address")), "text/csv")
     response["Content-Disposition"] = f'attachment; filename="{network.host.name}-{network.name}-reservations.csv"'
     return response

@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from networks import selectors
@@ -13,6 +13,7 @@ from networks.services import xmledit
 from networks.services.drift import xml_diff
 from networks.services.operations import OperationRejected
 
+from .access import may, require, visible, visible_object
 from .common import WEB, paginate
 
 
@@ -20,19 +21,23 @@ def network_list(request):
     form = NetworkFilterForm(request.GET or None)
     filters = form.cleaned_data if form.is_valid() else {}
     host = filters.get("host")
-    networks = selectors.network_list(
-        host_id=host.pk if host else None,
-        mode=filters.get("mode") or None,
-        state=filters.get("state") or None,
-        search=filters.get("q") or None,
+    networks = visible(
+        request,
+        selectors.network_list(
+            host_id=host.pk if host else None,
+            mode=filters.get("mode") or None,
+            state=filters.get("state") or None,
+            search=filters.get("q") or None,
+        ),
     )
     return render(request, "networks/network_list.html", {"form": form, "page": paginate(request, networks)})
 
 
 def network_detail(request, pk):
-    network = get_object_or_404(selectors.network_detail_queryset(), pk=pk)
+    network = visible_object(request, selectors.network_detail_queryset(), pk)
     context = {
         "network": network,
+        "may": may(request, network.host),
         "reservations": selectors.network_reservations(network),
         "leases": selectors.lease_rows(network),
         "drift_diff": xml_diff(network.inactive_xml, network.live_xml, "persistent", "running")
@@ -47,7 +52,7 @@ def network_detail(request, pk):
 
 @require_POST
 def network_start(request, pk):
-    network = get_object_or_404(Network, pk=pk)
+    network = visible_object(request, Network.objects.select_related("host"), pk)
     form = ConfirmForm(request.POST)
     form.is_valid()
     network_services.network_request_start(
@@ -59,7 +64,7 @@ def network_start(request, pk):
 
 @require_POST
 def network_autostart(request, pk):
-    network = get_object_or_404(Network, pk=pk)
+    network = visible_object(request, Network.objects.select_related("host"), pk)
     form = AutostartForm(request.POST)
     form.is_valid()
     try:
@@ -77,7 +82,8 @@ def network_autostart(request, pk):
 
 def _confirmed_action(request, pk, request_service, verb: str):
     """Stop and undefine cut running guests off: show them and ask before acting."""
-    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    network = visible_object(request, Network.objects.select_related("host"), pk)
+    require(request, f"network.{verb}", network.host, network.name)
     form = ConfirmForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         request_service(network=network, actor=request.user, source=WEB, message=form.cleaned_data["message"])
@@ -103,7 +109,8 @@ def network_undefine(request, pk):
 
 
 def network_restart(request, pk):
-    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    network = visible_object(request, Network.objects.select_related("host"), pk)
+    require(request, "network.restart", network.host, network.name)
     form = ConfirmForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -127,7 +134,8 @@ def network_restart(request, pk):
 
 def network_edit_xml(request, pk):
     """Edit the whole XML: a diff and what it takes (live, or a restart), then apply."""
-    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    network = visible_object(request, Network.objects.select_related("host"), pk)
+    require(request, "network.xml_edit", network.host, network.name)
     new_xml = request.POST.get("xml") if request.method == "POST" else (network.inactive_xml or network.live_xml)
     context = {"network": network, "new_xml": new_xml, "message": request.POST.get("message", "")}
     if request.method == "POST":
@@ -170,7 +178,8 @@ CREATE_FLAGS = [
 
 def network_create(request, host_pk):
     """A form for every mode, a preview of the XML and warnings, then the Operation."""
-    host = get_object_or_404(Host, pk=host_pk)
+    host = visible_object(request, Host.objects, host_pk, "pk")
+    require(request, "network.create", host)
     posted = request.method == "POST"
     values = {name: request.POST.get(name, "") for name, _label in CREATE_FIELDS} if posted else {}
     values["mode"] = request.POST.get("mode", "nat") if posted else "nat"
@@ -199,7 +208,7 @@ def network_create(request, host_pk):
 
 @require_POST
 def network_create_default(request, host_pk):
-    host = get_object_or_404(Host, pk=host_pk)
+    host = visible_object(request, Host.objects, host_pk, "pk")
     try:
         operation = create_services.network_request_create_default(host=host, actor=request.user, source=WEB)
         messages.info(request, f"Creation of the default network requested (operation #{operation.pk}).")
@@ -209,7 +218,8 @@ def network_create_default(request, host_pk):
 
 
 def network_rename(request, pk):
-    network = get_object_or_404(Network.objects.select_related("host"), pk=pk)
+    network = visible_object(request, Network.objects.select_related("host"), pk)
+    require(request, "network.rename", network.host, network.name)
     context = {"network": network, "affected_guests": selectors.running_guests_on_network(network)}
     if request.method == "POST":
         try:

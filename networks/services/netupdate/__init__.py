@@ -22,6 +22,7 @@ from networks.hypervisor.types import NetworkInfo
 from networks.models import DhcpReservation, Network, Operation
 
 from ..operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
+from ..permissions import authorize
 from ..sync import mirror_network
 from . import bulk
 from .common import UpdatePlan, invalid
@@ -51,6 +52,11 @@ class Preview:
     scope: str
     effect: Effect
     warnings: tuple[str, ...]
+
+
+def update_action(section: str) -> str:
+    """The permission a net-update of `section` needs (forward interfaces are an admin's)."""
+    return f"network.update.{section}" if section in SECTIONS else "network.update.unknown"
 
 
 def effective_scope(scope: str, *, active: bool, persistent: bool) -> str:
@@ -132,6 +138,7 @@ def network_request_update(
     scope: str = "both",
     message: str = "",
 ) -> Operation:
+    authorize(actor=actor, action=update_action(section), host=network.host, source=source, object_name=network.name)
     preview = network_update_preview(
         network=network, section=section, command=command, values=values, key=key, scope=scope
     )
@@ -221,6 +228,7 @@ def network_request_bulk_import(
     *, network: Network, csv_text: str, strategy: str, actor, source: str, message: str = ""
 ) -> Operation:
     """One Operation that adds every valid row; invalid rows are reported, never sent."""
+    authorize(actor=actor, action="network.bulk_import", host=network.host, source=source, object_name=network.name)
     if strategy not in bulk.STRATEGIES:
         raise invalid("strategy", f"Choose one of {', '.join(bulk.STRATEGIES)}.")
     preview = network_bulk_preview(network=network, csv_text=csv_text)
