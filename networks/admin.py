@@ -2,7 +2,9 @@
 
 from django.contrib import admin
 
-from networks.models import AuditEvent, Host, Network, Operation
+from networks.choices import AuditSource
+from networks.models import AuditEvent, Host, Network, Operation, UserRole
+from networks.services.permissions import role_set
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -37,3 +39,25 @@ class HostAdmin(ReadOnlyAdmin):
 @admin.register(Network)
 class NetworkAdmin(ReadOnlyAdmin):
     list_display = ["name", "host", "forward_mode", "active"]
+
+
+@admin.register(UserRole)
+class UserRoleAdmin(admin.ModelAdmin):
+    """Roles are set through the same service as `setrole` and the Users page, so they are audited."""
+
+    list_display = ["user", "role", "all_hosts"]
+    list_filter = ["role", "all_hosts"]
+    filter_horizontal = ["hosts"]
+
+    def save_model(self, request, obj, form, change):
+        pass  # saved with its hosts in save_related, by the service
+
+    def save_related(self, request, form, formsets, change):
+        data = form.cleaned_data
+        host_names = None if data["all_hosts"] else [host.name for host in data["hosts"]]
+        form.instance = role_set(
+            user=data["user"], role=data["role"], host_names=host_names, actor=request.user, source=AuditSource.WEB
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a user without a row is a viewer: set the role to viewer instead

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import audit, dashboard, guests, hosts, ipam, netupdate, networks, operations
+from .views import audit, dashboard, guests, hosts, ipam, netupdate, networks, operations, users
 
 app_name = "networks"
 
@@ -35,6 +35,8 @@ urlpatterns = [
     path("operations/<int:pk>/progress/", operations.operation_progress, name="operation_progress"),
     path("operations/<int:pk>/cancel/", operations.operation_cancel_view, name="operation_cancel"),
     path("addresses/", ipam.ipam, name="ipam"),
+    path("users/", users.user_list, name="user_list"),
+    path("users/role/", users.user_role_set, name="user_role_set"),
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/<int:pk>/", audit.audit_detail, name="audit_detail"),
 ]

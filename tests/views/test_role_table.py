@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from networks.models import AuditEvent, Host, Network, Operation
@@ -26,7 +27,7 @@ READ_ONLY_PAGES = {
     "networks:dashboard", "networks:host_list", "networks:host_detail", "networks:network_list",
     "networks:network_detail", "networks:network_reservations_csv", "networks:guest_list", "networks:guest_detail",
     "networks:device_list", "networks:operation_list", "networks:operation_detail", "networks:operation_progress",
-    "networks:ipam", "networks:audit_list", "networks:audit_detail",
+    "networks:ipam", "networks:audit_list", "networks:audit_detail", "networks:user_list",
 }  # fmt: skip
 WRITE_METHODS = ("post", "put", "patch", "delete")
 
@@ -86,6 +87,8 @@ PAGES = {
                                                               {"new_name": "renamed", "move_guests": "on"})),
     ("networks:network_import", "POST"): ("operator", lambda w: (w.net("networks:network_import"),
                                                                  {"csv_text": "52:54:00:99:00:01,192.168.122.99,x"})),
+    ("networks:user_role_set", "POST"): ("admin", lambda w: (reverse("networks:user_role_set"),
+                                                             {"username": "newbie", "role": "operator"})),
     ("networks:operation_cancel", "POST"): (
         "operator", lambda w: (reverse("networks:operation_cancel", args=[w.queued.pk]), {})),
 }  # fmt: skip
@@ -201,7 +204,8 @@ def _send(client, method: str, url: str, body, encoding: str):
 
 
 def _state():
-    return Operation.objects.count(), Host.objects.count(), Network.objects.count()
+    users = get_user_model().objects
+    return Operation.objects.count(), Host.objects.count(), Network.objects.count(), users.count()
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -284,8 +288,6 @@ def test_setrole_creates_the_user_and_scopes_it(demo_host, capsys):
 
     call_command("setrole", "carol", "operator", "--hosts", "demo")
     out = capsys.readouterr().out
-    from django.contrib.auth import get_user_model
-
     carol = get_user_model().objects.get(username="carol")
     assert "operator" in out and not carol.has_usable_password()
     assert can(carol, "network.restart", demo_host) and not can(carol, "network.stop", demo_host)
@@ -294,3 +296,32 @@ def test_setrole_creates_the_user_and_scopes_it(demo_host, capsys):
         call_command("setrole", "dave", "operator", "--hosts", "nosuchhost")
     assert not get_user_model().objects.filter(username="dave").exists()
     assert AuditEvent.objects.filter(action="user.role_set", object_name="carol").exists()
+
+
+def test_an_admin_gives_a_new_user_a_scoped_role_from_the_users_page(client, demo_host):
+    client.force_login(UserFactory(username="boss", role="admin"))
+    assert "Users" in client.get(reverse("networks:dashboard")).content.decode()
+    response = client.post(
+        reverse("networks:user_role_set"), {"username": "erin", "role": "operator", "hosts": [demo_host.pk]}
+    )
+    assert response.status_code == 302
+    page = client.get(reverse("networks:user_list")).content.decode()
+    assert "erin" in page and "operator" in page
+    erin = get_user_model().objects.get(username="erin")
+    role = erin.kvmweb_role
+    assert (role.role, role.all_hosts, list(role.hosts.all())) == ("operator", False, [demo_host])
+    event = AuditEvent.objects.get(action="user.role_set", object_name="erin")
+    assert event.actor_name == "boss" and "demo" in event.detail
+
+
+def test_a_role_set_in_the_django_admin_is_audited(client, demo_host):
+    root = get_user_model().objects.create_superuser("root", password="x")
+    target = UserFactory(username="frank", role="viewer")
+    client.force_login(root)
+    row = target.kvmweb_role
+    url = reverse("admin:networks_userrole_change", args=[row.pk])
+    response = client.post(url, {"user": target.pk, "role": "operator", "hosts": [demo_host.pk]})
+    assert response.status_code == 302, response.content[:500]
+    row.refresh_from_db()
+    assert (row.role, row.all_hosts, list(row.hosts.all())) == ("operator", False, [demo_host])
+    assert AuditEvent.objects.get(action="user.role_set", object_name="frank").actor_name == "root"
