@@ -1,7 +1,7 @@
 """Restarting a network without leaving its running guests cut off.
 
 libvirt's destroy deletes the network's ports: every running guest's tap is left off the
-bridge until its interface is plugged again (LIBVIRT.md, "Restart and re-attachment").
+bridge until its interface is plugged again (docs/libvirt.md, "Restarting a network").
 So: record each running guest's live <interface> on the network, destroy, start, then
 re-plug each one, least disruptive method first, and check libvirt has a port for it.
 """

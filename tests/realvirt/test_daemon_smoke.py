@@ -210,7 +210,7 @@ def test_restart_keeps_network_and_dnsmasq(new_private_libvirtd):
 def test_client_namespace_reaches_guest_through_dnat(private_libvirtd, private_conn, guest_image, guest_log_dir):
     """The building blocks of port-forwarding tests: a client namespace on a
     veth "uplink", DNAT to a guest in the daemon's namespace (rules as in
-    LIBVIRT.md: the FORWARD accept must precede libvirt's reject)."""
+    docs/libvirt.md: the FORWARD accept must precede libvirt's reject)."""
     start_nat_network(private_conn, "smoke-fwd", "kvmt-fwd0", "192.168.154")
     guest = boot_guest(private_conn, "smoke-fwd-1", guest_image, guest_log_dir, network="smoke-fwd")
     client = private_libvirtd.add_client_netns("10.254.0.2/24", "10.254.0.1/24")

@@ -1,4 +1,4 @@
-"""What a net-update does to a running network (measured on libvirt 9.0, see LIBVIRT.md)."""
+"""What a net-update does to a running network (measured on libvirt 9.0, see docs/libvirt.md)."""
 
 from __future__ import annotations
 

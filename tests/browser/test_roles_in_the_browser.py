@@ -1,0 +1,85 @@
+"""Roles as a person meets them: what a viewer is shown, and an operator's change watched to its end.
+
+A DNS TXT value is free text, so it carries markup an attacker would try; it must render as
+text on every page that shows it, and no script may run.
+"""
+
+import pytest
+
+from networks.choices import AuditSource
+from networks.models import AuditEvent, Network, Operation
+from networks.services import hosts as host_services
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.browser
+
+MARKUP = "<img src=x onerror=alert(1)>"
+
+
+def _log_in(page, live_server, username, password):
+    page.goto(f"{live_server.url}/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+
+
+def _sync_demo(page, live_server, host):
+    page.goto(f"{live_server.url}{host.get_absolute_url()}")
+    page.click("text=Sync now")
+    page.wait_for_selector("#host-networks >> text=lan-bridge", timeout=30_000)
+
+
+def test_a_viewer_is_shown_no_change_buttons(page, live_server, celery_worker_process, demo_uri):
+    UserFactory(username="operator", password="op-password", role="operator")
+    UserFactory(username="viewer", password="view-password", role="viewer")
+    host = host_services.host_create(name="demo", uri=demo_uri, actor=None, source=AuditSource.SYSTEM, sync=False)
+    _log_in(page, live_server, "operator", "op-password")
+    _sync_demo(page, live_server, host)
+    page.click("text=Log out")
+
+    _log_in(page, live_server, "viewer", "view-password")
+    page.goto(f"{live_server.url}{host.get_absolute_url()}")
+    assert "Sync now" not in page.inner_text("main")
+    page.click("#host-networks >> text=default")
+    text = page.inner_text("main")
+    assert "52:54:00:0a:00:11" in text, "a viewer reads the network"
+    for button in ("Restart", "Stop", "Edit XML", "Rename", "Undefine", "Add reservation", "Import CSV", "Add TXT"):
+        assert button not in text
+    assert page.locator("form[method=post] button").count() == 1, "only the Log out button posts"
+
+
+def test_an_operator_adds_a_record_watches_it_finish_and_markup_stays_text(
+    page,
+    live_server,
+    celery_worker_process,
+    demo_uri,
+):
+    UserFactory(username="operator", password="op-password", role="operator")
+    host = host_services.host_create(name="demo", uri=demo_uri, actor=None, source=AuditSource.SYSTEM, sync=False)
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    _log_in(page, live_server, "operator", "op-password")
+    _sync_demo(page, live_server, host)
+
+    page.click("#host-networks >> text=default")
+    assert "Stop" not in page.inner_text(".actions"), "an operator may restart but not stop"
+    page.click("text=Add TXT record")
+    page.fill("#id_name", "note")
+    page.fill("#id_value", MARKUP)
+    page.click("text=Preview")
+    page.wait_for_selector("#preview")
+    page.click("#preview >> text=Apply")
+    # The progress card polls until the operation ends, then the page reloads with the new record
+    # (a fast worker may have finished before the page first loads: then the record is there at once).
+    page.wait_for_selector("td:has-text('onerror=alert(1)')", timeout=30_000)
+
+    network = Network.objects.get(host=host, name="default")
+    page.goto(f"{live_server.url}{network.get_absolute_url()}")
+    assert MARKUP in page.inner_text("main"), "the value shows as the text it is"
+    operation = Operation.objects.get(kind="network.update", status="succeeded")
+    event = AuditEvent.objects.get(action="network.update.succeeded", operation=operation)
+    for url in (operation.get_absolute_url(), event.get_absolute_url()):
+        page.goto(f"{live_server.url}{url}")
+        assert page.locator("img[src=x]").count() == 0
+    assert "onerror=alert(1)" in page.inner_text("main"), "the audit diff shows the value as text"
+    assert dialogs == []
