@@ -7,13 +7,19 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 export PORT ?= 8000
 export KVMWEB_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test system-packages system-packages-test venv lint check worker clean
+.PHONY: run test fuzz system-packages system-packages-test venv lint check worker clean
 
 run: system-packages venv
 	scripts/run-dashboard.sh
 
 test: system-packages-test venv
 	scripts/run-tests.sh
+
+# Every API operation with many generated inputs (`make test` runs a few of each).
+KVMWEB_FUZZ_EXAMPLES ?= 300
+fuzz: system-packages-test venv
+	KVMWEB_FUZZ_EXAMPLES=$(KVMWEB_FUZZ_EXAMPLES) DJANGO_SETTINGS_MODULE=tests.settings \
+		$(VENV)/bin/python -m pytest -m fuzz tests/api/test_fuzz.py tests/services/test_hostile_input.py tests/hypervisor/test_xml_properties.py
 
 system-packages:
 	scripts/system-packages.sh run

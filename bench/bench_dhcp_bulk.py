@@ -31,6 +31,7 @@ import django  # noqa: E402
 django.setup()
 
 import libvirt  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from lxml import etree  # noqa: E402
 
@@ -38,6 +39,7 @@ from networks.hypervisor import client, xml  # noqa: E402
 from networks.hypervisor.types import DhcpRange, IpConfig  # noqa: E402
 from networks.models import Host, Network  # noqa: E402
 from networks.services import hosts as host_services  # noqa: E402
+from networks.services.connections import host_connection  # noqa: E402
 from networks.services.netupdate import network_request_bulk_import, network_request_update  # noqa: E402
 from networks.services.operations import operation_run  # noqa: E402
 
@@ -114,10 +116,10 @@ def kvmweb_one_operation_each(host: Host, rows) -> float:
 
 
 def measure(label: str, uri: str, count: int, per_op_count: int, b_count: int) -> list[tuple[str, float]]:
-    conn = client.connect(uri)  # kvmweb's own cached connection: the test driver shares its state
     host = Host.objects.filter(uri=uri).first() or host_services.host_create(
         name=label.replace(" ", "-"), uri=uri, actor=None, source="system", sync=False
     )
+    conn = host_connection(host)  # kvmweb's own cached connection: the test driver shares its state
     rows = reservations(count)
     results = []
     for name, row_count, run in (
@@ -160,6 +162,8 @@ def main() -> None:
     from tests.realvirt.libvirtd import PrivateLibvirtd
 
     with PrivateLibvirtd() as daemon:
+        # kvmweb may open the private daemon's socket, as a deployer would allow /run/libvirt.
+        settings.KVMWEB_URI_PATHS_ALLOWED = [str(daemon.socket_dir)]
         real_results = measure("real daemon", daemon.uri, args.real_count, args.real_count, args.b_count)
         client.disconnect(daemon.uri)
     report("real daemon, NAT network", real_results)

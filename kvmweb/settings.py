@@ -5,6 +5,7 @@ See .env.example for every variable.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -76,10 +77,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "django_filters",
     "django_htmx",
+    "axes",
     "networks",
 ]
 
@@ -91,13 +92,19 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "networks.middleware.RefusalAuditMiddleware",
     "networks.middleware.PagesLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, so it turns a refused login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "kvmweb.urls"
+# A refused CSRF check is audited and answered with a page that says what to do.
+CSRF_FAILURE_VIEW = "networks.views.errors.csrf_failure"
 
 TEMPLATES = [
     {
@@ -142,6 +149,51 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "networks:dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
+# Login throttling (django-axes): 10 failed logins for one username, or from one client
+# address, within 15 minutes refuse further logins for it until 15 minutes pass without a
+# failure. Only password logins (pages, Django admin) are counted and refused: API tokens
+# and existing sessions never go through it. `manage.py axes_reset` lifts every lockout.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("KVMWEB_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("KVMWEB_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks out
+AXES_LOCKOUT_CALLABLE = "networks.views.accounts.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "networks.views.accounts.login_client_address"
+AXES_VERBOSE = False  # no banner on every manage.py command
+
+# HTTP security. Always: no MIME sniffing, no referrer to other sites, no framing, session
+# cookie out of scripts' reach, and a Content-Security-Policy the pages satisfy (no inline
+# script or style: htmx's own indicator style is switched off in base.html).
+KVMWEB_HTTPS = env_bool("KVMWEB_HTTPS", False)
+KVMWEB_BEHIND_PROXY = env_bool("KVMWEB_BEHIND_PROXY", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = KVMWEB_HTTPS
+SECURE_SSL_REDIRECT = KVMWEB_HTTPS
+SECURE_HSTS_SECONDS = 365 * 24 * 3600 if KVMWEB_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = KVMWEB_HTTPS
+if KVMWEB_BEHIND_PROXY:
+    # Only behind a proxy that sets this header itself (and drops the client's own).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "object-src": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'none'"],
+    }
+}
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("KVMWEB_TIME_ZONE", "UTC")
 USE_I18N = True
@@ -157,7 +209,7 @@ STORAGES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "networks.api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -200,9 +252,54 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(KVMWEB_SYNC_INTERVAL),
     },
 }
+# Operation liveness: a running operation's worker marks it alive every HEARTBEAT seconds; one
+# silent for STALE seconds is recovered (its worker died). A queued one whose message is older
+# than REDISPATCH seconds is sent again (the broker may have lost it). RECOVERY_INTERVAL: how
+# often beat looks.
+KVMWEB_HEARTBEAT_SECONDS = env_int("KVMWEB_HEARTBEAT_SECONDS", 10, minimum=1)
+KVMWEB_OPERATION_STALE_SECONDS = env_int("KVMWEB_OPERATION_STALE_SECONDS", 60, minimum=2)
+KVMWEB_REDISPATCH_SECONDS = env_int("KVMWEB_REDISPATCH_SECONDS", 120, minimum=5)
+KVMWEB_RECOVERY_INTERVAL = env_int("KVMWEB_RECOVERY_INTERVAL", 30, minimum=1)
+if KVMWEB_OPERATION_STALE_SECONDS <= 2 * KVMWEB_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("KVMWEB_OPERATION_STALE_SECONDS must exceed twice KVMWEB_HEARTBEAT_SECONDS")
+CELERY_BEAT_SCHEDULE["recover-operations"] = {
+    "task": "networks.tasks.recover_operations",
+    "schedule": float(KVMWEB_RECOVERY_INTERVAL),
+}
 # An Operation that waits this long for a busy network is retried this many times.
 KVMWEB_LOCK_RETRY_SECONDS = env_int("KVMWEB_LOCK_RETRY_SECONDS", 2, minimum=1)
 KVMWEB_LOCK_RETRY_MAX = env_int("KVMWEB_LOCK_RETRY_MAX", 300, minimum=1)
+
+
+def env_dirs(name: str, default: str) -> list[str]:
+    """A comma-separated list of absolute directories."""
+    dirs = env_list(name, default)
+    relative = [d for d in dirs if not os.path.isabs(d)]
+    if relative:
+        raise ImproperlyConfigured(f"{name} must list absolute directories, got {', '.join(relative)}")
+    return dirs
+
+
+# Host URIs: a test-driver file must lie under one of these directories (test:///default is
+# always allowed), and a file or socket named by socket=, keyfile=, pkipath= or known_hosts=
+# under one of the others. Symlinks are resolved before the check.
+KVMWEB_TEST_DRIVER_DIRS = env_dirs("KVMWEB_TEST_DRIVER_DIRS", str(BASE_DIR / "demo"))
+KVMWEB_URI_PATHS_ALLOWED = env_dirs("KVMWEB_URI_PATHS_ALLOWED", "/run/libvirt,/var/run/libvirt,/etc/kvmweb")
+
+
+def env_option_names(name: str) -> list[str]:
+    """A comma-separated list of dnsmasq option names (a leading -- is dropped)."""
+    names = [item.lower().removeprefix("--") for item in env_list(name, "")]
+    bad = [item for item in names if not item.replace("-", "").isalnum() or not item.isascii()]
+    if bad:
+        raise ImproperlyConfigured(f"{name} lists dnsmasq option names such as log-queries, got {', '.join(bad)}")
+    return names
+
+
+# dnsmasq options a network's XML may carry (<dnsmasq:options>), by name: libvirt hands them
+# to the network's dnsmasq, which runs as root. Options that run a program or name a file
+# stay refused even when listed (networks/services/xmlcheck.py).
+KVMWEB_DNSMASQ_OPTIONS_ALLOWED = env_option_names("KVMWEB_DNSMASQ_OPTIONS_ALLOWED")
 
 LOGGING = {
     "version": 1,

@@ -28,8 +28,11 @@ class OperationFilterSet(django_filters.FilterSet):
 
 
 class AuditEventFilterSet(django_filters.FilterSet):
-    action = django_filters.CharFilter(lookup_expr="startswith")
+    """`host` takes the id of an existing host; `host_name` also finds removed hosts' events."""
+
+    action = django_filters.CharFilter(lookup_expr="startswith", max_length=100)
+    host_name = django_filters.CharFilter(max_length=100)
 
     class Meta:
         model = AuditEvent
-        fields = ["host", "source", "action", "actor_name", "operation"]
+        fields = ["host", "host_name", "source", "action", "actor_name", "operation"]

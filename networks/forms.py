@@ -35,14 +35,20 @@ class OperationFilterForm(forms.Form):
 
 
 class AuditFilterForm(forms.Form):
-    action = forms.CharField(required=False, help_text="Prefix, e.g. network.start")
-    actor = forms.CharField(required=False)
-    host = forms.ModelChoiceField(queryset=Host.objects.all(), required=False, empty_label="All hosts")
+    """Filters of the audit log. `host` is a host name, so removed hosts' events stay findable."""
+
+    action = forms.CharField(required=False, max_length=100, help_text="Prefix, e.g. network.start")
+    actor = forms.CharField(required=False, max_length=150)
+    host = forms.ChoiceField(required=False)
     source = forms.ChoiceField(
         choices=[("", "Any source"), ("web", "Web"), ("api", "API"), ("task", "Task"), ("system", "System")],
         required=False,
     )
-    q = forms.CharField(required=False, label="Search")
+    q = forms.CharField(required=False, max_length=200, label="Search")
+
+    def __init__(self, *args, host_names=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["host"].choices = [("", "All hosts"), *((name, name) for name in sorted(host_names))]
 
 
 # The fields each net-update section takes, in the order the edit form shows them.

@@ -21,6 +21,7 @@ from networks.models import (
     NodeDevice,
     Operation,
 )
+from networks.services.xmlcheck import network_xml_warnings
 
 RUNNING_STATES = (GuestState.RUNNING, GuestState.BLOCKED, GuestState.PAUSED)
 
@@ -57,6 +58,11 @@ def network_detail_queryset() -> QuerySet[Network]:
         "forward_interfaces",
         Prefetch("guest_interfaces", queryset=GuestInterface.objects.select_related("guest").order_by("guest__name")),
     )
+
+
+def network_config_warnings(network: Network) -> tuple[str, ...]:
+    """What the network's synced XML carries that kvmweb refuses in an edit (dnsmasq options)."""
+    return network_xml_warnings(network.inactive_xml, network.live_xml)
 
 
 def network_reservations(network: Network) -> QuerySet[DhcpReservation]:
@@ -107,14 +113,19 @@ def operation_list(*, host_id=None, status=None, network_id=None) -> QuerySet[Op
     return operations
 
 
-def audit_list(*, action=None, actor=None, host_id=None, source=None, search=None) -> QuerySet[AuditEvent]:
-    events = AuditEvent.objects.select_related("operation")
+def audit_list(
+    *, action=None, actor=None, host_id=None, host_name=None, source=None, search=None
+) -> QuerySet[AuditEvent]:
+    """Events, newest first. `host_name` also finds the events of removed hosts."""
+    events = AuditEvent.objects.all()
     if action:
         events = events.filter(action__startswith=action)
     if actor:
         events = events.filter(actor_name=actor)
     if host_id:
         events = events.filter(host_id=host_id)
+    if host_name:
+        events = events.filter(host_name=host_name)
     if source:
         events = events.filter(source=source)
     if search:

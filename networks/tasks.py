@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 
 from networks.services import hosts as host_services
 from networks.services import operations
 
 
-@shared_task(bind=True, acks_late=True, soft_time_limit=1800, time_limit=1900, max_retries=None)
+@shared_task(bind=True, acks_late=True, max_retries=None)
 def run_operation(self, operation_id: int) -> None:
     try:
         operations.operation_run(operation_id)
@@ -17,9 +20,27 @@ def run_operation(self, operation_id: int) -> None:
         if self.request.retries >= settings.KVMWEB_LOCK_RETRY_MAX:
             operations.operation_fail_busy(operation_id)
             return
+        operations.note_dispatched(operation_id)
         raise self.retry(exc=busy, countdown=settings.KVMWEB_LOCK_RETRY_SECONDS) from busy
+    except operations.RetryLater as later:
+        operations.note_dispatched(operation_id)
+        raise self.retry(exc=later, countdown=later.delay) from later
 
 
 @shared_task
 def sync_all_hosts() -> None:
     host_services.hosts_sync_all()
+
+
+@shared_task
+def recover_operations() -> None:
+    """Periodic, and at every worker start: recover operations whose worker died, and send
+    again the queued ones whose broker message was lost."""
+    operations.operation_recover_lost(stale_after=timedelta(seconds=settings.KVMWEB_OPERATION_STALE_SECONDS))
+    operations.operation_redispatch(older_than=timedelta(seconds=settings.KVMWEB_REDISPATCH_SECONDS))
+
+
+@worker_ready.connect
+def _recover_at_start(**_kwargs) -> None:
+    # A worker that comes back after a crash recovers what the dead one left running.
+    recover_operations.delay()

@@ -1,6 +1,6 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from .views import audit, dashboard, guests, hosts, ipam, netupdate, networks, operations, users
+from .views import accounts, audit, dashboard, guests, hosts, ipam, netupdate, networks, operations, users
 
 app_name = "networks"
 
@@ -37,6 +37,11 @@ urlpatterns = [
     path("addresses/", ipam.ipam, name="ipam"),
     path("users/", users.user_list, name="user_list"),
     path("users/role/", users.user_role_set, name="user_role_set"),
+    path("account/tokens/", accounts.token_list, name="token_list"),
+    path("account/tokens/create/", accounts.token_create_view, name="token_create"),
+    path("account/tokens/<int:pk>/rotate/", accounts.token_rotate_view, name="token_rotate"),
+    path("account/tokens/<int:pk>/revoke/", accounts.token_revoke_view, name="token_revoke"),
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/<int:pk>/", audit.audit_detail, name="audit_detail"),
+    re_path(r"^audit/export\.(?P<export_format>csv|jsonl)$", audit.audit_export_view, name="audit_export"),
 ]

@@ -15,11 +15,31 @@ from networks.choices import AuditSource
 from networks.hypervisor import client
 from networks.models import Host
 from networks.services import hosts as host_services
-from networks.services.operations import operation_run
+from networks.services.operations import RetryLater, operation_run
 from tests.factories import UserFactory
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_URI = f"test://{REPO / 'demo' / 'fleet.xml'}"
+
+
+@pytest.fixture(autouse=True)
+def uri_dirs_allowed(settings, tmp_path_factory):
+    """Host URIs may name the demo and files or sockets in pytest's scratch directory.
+
+    Returns the scratch directory; a test that needs other rules overrides the settings."""
+    scratch = str(tmp_path_factory.getbasetemp())
+    settings.KVMWEB_TEST_DRIVER_DIRS = [str(REPO / "demo"), scratch]
+    settings.KVMWEB_URI_PATHS_ALLOWED = [scratch]
+    return scratch
+
+
+def run_to_end(operation_id: int):
+    """operation_run as the worker repeats it: again after each RetryLater, without the wait."""
+    while True:
+        try:
+            return operation_run(operation_id)
+        except RetryLater:
+            continue
 
 
 @pytest.fixture
@@ -112,6 +132,8 @@ def celery_worker_process(transactional_db, redis_socket, tmp_path):
         "CELERY_BROKER_URL": redis_socket,
         "KVMWEB_DATA_DIR": str(tmp_path),
         "KVMWEB_SECRET_KEY": "worker-test",
+        "KVMWEB_TEST_DRIVER_DIRS": f"{REPO / 'demo'},{tmp_path}",
+        "KVMWEB_URI_PATHS_ALLOWED": str(tmp_path),
     }
     log = (tmp_path / "worker.log").open("w")
     process = subprocess.Popen(

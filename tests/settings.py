@@ -29,3 +29,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 (DATA_DIR / "static").mkdir(parents=True, exist_ok=True)
 # The worker tests start a private Redis on this socket (tests/tasks/conftest.py).
 CELERY_BROKER_URL = f"redis+socket://{DATA_DIR / 'redis.sock'}"
+# Login throttling (django-axes) stays on, as in production: log users in with force_login() or
+# by posting the login page; Client.login() passes no request, which axes refuses.

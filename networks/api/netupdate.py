@@ -3,7 +3,7 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -14,13 +14,17 @@ from networks.models import DhcpRange, Network
 from networks.selectors import ipam_search
 from networks.services.netupdate import (
     SCOPES,
+    SECTIONS,
+    bulk,
     network_bulk_preview,
     network_request_bulk_import,
     network_request_update,
 )
+from networks.services.netupdate.common import section_values
 from networks.services.permissions import authorize, scoped, visible_host_ids
 
 from . import serializers as s
+from .schema import ErrorDocumentingAutoSchema
 from .views import accepted
 
 # URL collection name → (libvirt section, serializer of the mirror's rows, rows of a network)
@@ -47,30 +51,48 @@ def _field_errors(error: DjangoValidationError) -> dict:
     return error.message_dict if hasattr(error, "error_dict") else {"non_field_errors": error.messages}
 
 
+# The entries of a section: their fields depend on the section (see the section serializers).
+ENTRY_LIST_SCHEMA = {"type": "array", "items": {"type": "object"}}
+# The path parameters as the URL patterns take them, so that the schema promises no URL that is not routed.
+NETWORK_PK = OpenApiParameter("id", {"type": "integer", "minimum": 0}, OpenApiParameter.PATH)  # {pk} is shown as {id}
+COLLECTION = OpenApiParameter("collection", str, OpenApiParameter.PATH, enum=list(COLLECTIONS))
+ENTRY_KEY = OpenApiParameter(
+    "key", {"type": "string", "pattern": "^[^/]+$"}, OpenApiParameter.PATH, description="MAC, address or name"
+)
+
+
+@extend_schema(parameters=[NETWORK_PK, COLLECTION])
 class SectionView(APIView):
     """GET lists the section's entries; POST adds one (202 with the operation)."""
 
-    @extend_schema(operation_id="network_section_list", responses=OpenApiTypes.OBJECT)
+    schema = ErrorDocumentingAutoSchema()
+
+    @extend_schema(operation_id="network_section_list", responses={200: ENTRY_LIST_SCHEMA})
     def get(self, request, pk, collection):
         network = get_object_or_404(scoped(Network.objects, request.user), pk=pk)
         _section, serializer_class, rows = COLLECTIONS[collection]
         return Response(serializer_class(rows(network), many=True).data)
 
     @extend_schema(
-        operation_id="network_section_add", request=UpdateOptionsSerializer, responses={202: s.OperationRefSerializer}
+        operation_id="network_section_add",
+        request=UpdateOptionsSerializer,
+        responses={202: s.OperationAcceptedSerializer},
     )
     def post(self, request, pk, collection):
         options = _options(request, {"command", "scope", "message"})
         return _request_update(request, pk, collection, options["command"], options, key="")
 
 
+@extend_schema(parameters=[NETWORK_PK, COLLECTION, ENTRY_KEY])
 class EntryView(APIView):
     """PATCH modifies the entry named by `key` (where libvirt can), DELETE removes it."""
+
+    schema = ErrorDocumentingAutoSchema()
 
     @extend_schema(
         operation_id="network_section_modify",
         request=UpdateOptionsSerializer,
-        responses={202: s.OperationRefSerializer},
+        responses={202: s.OperationAcceptedSerializer},
     )
     def patch(self, request, pk, collection, key):
         options = _options(request, {"scope", "message"})
@@ -79,16 +101,27 @@ class EntryView(APIView):
     @extend_schema(
         operation_id="network_section_delete",
         parameters=[OpenApiParameter("scope", enum=list(SCOPES), required=False)],
-        responses={202: s.OperationRefSerializer},
+        responses={202: s.OperationAcceptedSerializer},
     )
     def delete(self, request, pk, collection, key):
-        data = {**request.query_params.dict(), **(request.data if isinstance(request.data, dict) else {})}
+        data = {**request.query_params.dict(), **_body(request)}
         options = _options(request, {"scope", "message"}, data)
         return _request_update(request, pk, collection, "delete", options, key=key, values=data)
 
 
+OPTION_NAMES = ("command", "scope", "message")
+IPAM_QUERY_MAX = 253  # a host name, the longest thing one can search for
+
+
+def _body(request) -> dict:
+    """The request body as an object: a list, a string, a number or null is a 400, never a 500."""
+    if not isinstance(request.data, dict):
+        raise ValidationError({"non_field_errors": ["Send a JSON object of the entry's fields."]})
+    return request.data
+
+
 def _options(request, names: set[str], data=None) -> dict:
-    data = request.data if data is None else data
+    data = _body(request) if data is None else data
     serializer = UpdateOptionsSerializer(data={k: v for k, v in data.items() if k in names})
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
@@ -96,13 +129,13 @@ def _options(request, names: set[str], data=None) -> dict:
 
 def _request_update(request, pk, collection, command, options, key, values=None):
     network = get_object_or_404(scoped(Network.objects.select_related("host"), request.user), pk=pk)
-    values = request.data if values is None else values
+    section = COLLECTIONS[collection][0]
     try:
         operation = network_request_update(
             network=network,
-            section=COLLECTIONS[collection][0],
+            section=section,
             command=command,
-            values={k: v for k, v in values.items() if k not in {"command", "scope", "message"}},
+            values=section_values(_body(request) if values is None else values, SECTIONS[section].fields, OPTION_NAMES),
             key=key,
             scope=options["scope"],
             message=options.get("message", ""),
@@ -115,16 +148,25 @@ def _request_update(request, pk, collection, command, options, key, values=None)
 
 
 class BulkImportSerializer(serializers.Serializer):
-    csv = serializers.CharField(help_text="Lines of mac,ip,name")
+    csv = serializers.CharField(help_text="Lines of mac,ip,name", max_length=bulk.MAX_CSV_CHARS)
     strategy = serializers.ChoiceField(choices=["live", "config", "restart"], default="live")
     dry_run = serializers.BooleanField(default=False)
     message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 
 
+@extend_schema(parameters=[NETWORK_PK])
 class BulkImportView(APIView):
     """POST CSV: with dry_run the per-row checks and predicted cost; otherwise 202 with the operation."""
 
-    @extend_schema(request=BulkImportSerializer, responses={202: s.OperationRefSerializer})
+    schema = ErrorDocumentingAutoSchema()
+
+    @extend_schema(
+        request=BulkImportSerializer,
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, "dry_run: the checked rows"),
+            202: s.OperationAcceptedSerializer,
+        },
+    )
     def post(self, request, pk):
         network = get_object_or_404(scoped(Network.objects.select_related("host"), request.user), pk=pk)
         authorize(actor=request.user, action="network.bulk_import", host=network.host, source=AuditSource.API)
@@ -168,11 +210,15 @@ def _bulk_preview_json(preview) -> dict:
 class IpamView(APIView):
     """GET ?q=MAC, IP or name: where it is used across the fleet."""
 
+    schema = ErrorDocumentingAutoSchema()
+
     @extend_schema(parameters=[OpenApiParameter("q", required=True)], responses=OpenApiTypes.OBJECT)
     def get(self, request):
         query = request.query_params.get("q", "").strip()
         if len(query) < 2:
             raise ValidationError({"q": ["Give at least 2 characters."]})
+        if len(query) > IPAM_QUERY_MAX or not query.isprintable():
+            raise ValidationError({"q": [f"Give at most {IPAM_QUERY_MAX} printable characters."]})
         found = ipam_search(query, host_ids=visible_host_ids(request.user))
         return Response(
             {

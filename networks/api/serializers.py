@@ -15,6 +15,7 @@ from networks.models import (
     Operation,
     Portgroup,
 )
+from networks.services.xmlcheck import MAX_XML_CHARS
 
 
 class HostSerializer(serializers.ModelSerializer):
@@ -174,10 +175,45 @@ class NetworkDetailSerializer(NetworkListSerializer):
         ]
 
 
+# Longest accepted text of each kind of field: a request body is bounded field by field.
+ADDRESS_MAX = 45  # an IPv6 address
+INTERFACE_MAX = 49  # an address with its /prefix
+HOSTNAME_MAX = 253
+IFNAME_MAX = 15  # Linux IFNAMSIZ - 1
+INTERFACES_MAX = 1024
+RESERVATIONS_MAX = 200_000
+MESSAGE_MAX = 500
+
+
+def _whole_number(data) -> bool:
+    """A JSON integer or ASCII digits: DRF alone also reads '١٥٠٠', ' +1500 ', 1500.0 or true."""
+    if isinstance(data, str):
+        return data.isascii() and data.isdigit()
+    return isinstance(data, int) and not isinstance(data, bool)
+
+
+class AsciiIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data):
+        if not _whole_number(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class AsciiPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    def to_internal_value(self, data):
+        if not _whole_number(data):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        return super().to_internal_value(data)
+
+
+def _optional_text(max_length: int, **kwargs) -> serializers.CharField:
+    return serializers.CharField(required=False, default="", allow_blank=True, max_length=max_length, **kwargs)
+
+
 class NetworkCreateSerializer(serializers.Serializer):
     """Fields of every mode; services.create checks which ones a mode needs."""
 
-    host = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all())
+    host = AsciiPrimaryKeyRelatedField(queryset=Host.objects.all())
     name = serializers.CharField(max_length=50)
     mode = serializers.ChoiceField(
         choices=["nat", "route", "open", "isolated", "bridge", "macvtap-bridge", "macvtap-private", "macvtap-vepa",
@@ -185,26 +221,26 @@ class NetworkCreateSerializer(serializers.Serializer):
         default="nat",
     )  # fmt: skip
     bridge = serializers.CharField(max_length=15, required=False, default="", allow_blank=True)
-    ipv4 = serializers.CharField(required=False, default="", allow_blank=True, help_text="e.g. 192.168.100.1/24")
-    ipv4_dhcp_start = serializers.CharField(required=False, default="", allow_blank=True)
-    ipv4_dhcp_end = serializers.CharField(required=False, default="", allow_blank=True)
-    ipv6 = serializers.CharField(required=False, default="", allow_blank=True, help_text="e.g. fd00:100::1/64")
-    ipv6_dhcp_start = serializers.CharField(required=False, default="", allow_blank=True)
-    ipv6_dhcp_end = serializers.CharField(required=False, default="", allow_blank=True)
+    ipv4 = _optional_text(INTERFACE_MAX, help_text="e.g. 192.168.100.1/24")
+    ipv4_dhcp_start = _optional_text(ADDRESS_MAX)
+    ipv4_dhcp_end = _optional_text(ADDRESS_MAX)
+    ipv6 = _optional_text(INTERFACE_MAX, help_text="e.g. fd00:100::1/64")
+    ipv6_dhcp_start = _optional_text(ADDRESS_MAX)
+    ipv6_dhcp_end = _optional_text(ADDRESS_MAX)
     dhcp = serializers.BooleanField(default=True)
-    reservations = serializers.CharField(required=False, default="", allow_blank=True, help_text="mac,ip,name lines")
-    domain_name = serializers.CharField(required=False, default="", allow_blank=True)
-    mtu = serializers.IntegerField(required=False, allow_null=True, default=None)
+    reservations = _optional_text(RESERVATIONS_MAX, help_text="mac,ip,name lines")
+    domain_name = _optional_text(HOSTNAME_MAX)
+    mtu = AsciiIntegerField(required=False, allow_null=True, default=None)
     stp = serializers.BooleanField(default=False)
-    forward_dev = serializers.CharField(required=False, default="", allow_blank=True)
-    interfaces = serializers.CharField(required=False, default="", allow_blank=True, help_text="macvtap: eth1 eth2")
+    forward_dev = _optional_text(IFNAME_MAX)
+    interfaces = _optional_text(INTERFACES_MAX, help_text="macvtap: eth1 eth2")
     start = serializers.BooleanField(default=True)
     autostart = serializers.BooleanField(default=False)
-    message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+    message = serializers.CharField(max_length=MESSAGE_MAX, required=False, default="", allow_blank=True)
 
 
 class NetworkXmlSerializer(serializers.Serializer):
-    xml = serializers.CharField()
+    xml = serializers.CharField(max_length=MAX_XML_CHARS)
     apply = serializers.ChoiceField(choices=["live", "define", "restart"], default="define")
     message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 
@@ -212,11 +248,11 @@ class NetworkXmlSerializer(serializers.Serializer):
 class RenameSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=50)
     move_guests = serializers.BooleanField(default=True)
-    message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+    message = serializers.CharField(max_length=MESSAGE_MAX, required=False, default="", allow_blank=True)
 
 
 class MessageSerializer(serializers.Serializer):
-    message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+    message = serializers.CharField(max_length=MESSAGE_MAX, required=False, default="", allow_blank=True)
 
 
 class AutostartSerializer(MessageSerializer):
@@ -279,3 +315,46 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "after_xml",
             "detail",
         ]
+
+
+class OperationAcceptedSerializer(serializers.Serializer):
+    """What every write that touches a hypervisor answers (202): the operation to watch."""
+
+    operation = OperationRefSerializer(read_only=True)
+
+
+class HostCreatedSerializer(HostSerializer):
+    """A new host (201) with its first sync. `status` is documented as text here: a second
+    component with the host's status choices would make the schema's enum names collide."""
+
+    status = serializers.CharField(read_only=True, help_text="unknown until the first sync ends")
+    operation = OperationRefSerializer(read_only=True)
+
+    class Meta(HostSerializer.Meta):
+        fields = [*HostSerializer.Meta.fields, "operation"]
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    """401, 403 and 404 answers: one message."""
+
+    detail = serializers.CharField(read_only=True)
+
+
+# 400 answers: each refused field (or non_field_errors) with its messages, or, for a body that
+# is not JSON at all, one `detail`.
+FIELD_ERRORS_SCHEMA = {
+    "oneOf": [
+        {
+            "type": "object",
+            "description": 'Each refused field with its messages, e.g. {"mac": ["… is not a MAC address."]}',
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+        {
+            "type": "object",
+            "description": "A body that could not be parsed",
+            "properties": {"detail": {"type": "string"}},
+            "required": ["detail"],
+            "additionalProperties": False,
+        },
+    ]
+}

@@ -2,7 +2,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
-from . import netupdate, views
+from . import netupdate, tokens, views
 
 router = DefaultRouter()
 router.register("hosts", views.HostViewSet, basename="host")
@@ -11,12 +11,15 @@ router.register("guests", views.GuestViewSet, basename="guest")
 router.register("devices", views.NodeDeviceViewSet, basename="device")
 router.register("operations", views.OperationViewSet, basename="operation")
 router.register("audit", views.AuditEventViewSet, basename="audit")
+router.register("tokens", tokens.ApiTokenViewSet, basename="token")
 
 collections = "|".join(netupdate.COLLECTIONS)
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("ipam/", netupdate.IpamView.as_view(), name="ipam"),
+    # Before the router: its format-suffix routes would read export.csv as audit event "export".
+    re_path(r"^audit/export\.(?P<export_format>csv|jsonl)$", views.AuditExportView.as_view(), name="audit-export"),
     path("networks/<int:pk>/dhcp-hosts/import/", netupdate.BulkImportView.as_view(), name="network-bulk-import"),
     re_path(
         rf"^networks/(?P<pk>[0-9]+)/(?P<collection>{collections})/$",

@@ -1,10 +1,15 @@
 """The JSON API: parse input, call one service or selector, answer."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import extend_schema
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.generics import GenericAPIView
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from networks import filtersets, selectors
@@ -15,10 +20,13 @@ from networks.services import hosts as host_services
 from networks.services import networks as network_services
 from networks.services import restart as restart_services
 from networks.services import xmledit
+from networks.services.audit import EXPORT_FORMATS, audit_export
 from networks.services.operations import OperationRejected
 from networks.services.permissions import scoped
 
 from . import serializers as s
+from .pagination import BoundedLimitOffsetPagination
+from .schema import ErrorDocumentingAutoSchema
 
 API = AuditSource.API
 
@@ -32,6 +40,8 @@ class HostScoped:
     """Lists and objects only of the hosts in the user's scope; others are 404."""
 
     host_field = "host"
+    pagination_class = BoundedLimitOffsetPagination
+    schema = ErrorDocumentingAutoSchema()
 
     def get_queryset(self):
         return scoped(super().get_queryset(), self.request.user, self.host_field)
@@ -55,6 +65,7 @@ class HostViewSet(
     queryset = selectors.host_list()
     host_field = "pk"
 
+    @extend_schema(responses={201: s.HostCreatedSerializer})
     def create(self, request, *args, **kwargs):
         data = _input(s.HostSerializer, request)
         try:
@@ -69,7 +80,7 @@ class HostViewSet(
     def perform_destroy(self, instance):
         host_services.host_delete(host=instance, actor=self.request.user, source=API)
 
-    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
         data = _input(s.MessageSerializer, request)
@@ -89,7 +100,7 @@ class NetworkViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModelMixi
     def get_serializer_class(self):
         return s.NetworkListSerializer if self.action == "list" else s.NetworkDetailSerializer
 
-    @extend_schema(request=s.NetworkCreateSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(request=s.NetworkCreateSerializer, responses={202: s.OperationAcceptedSerializer})
     def create(self, request):
         data = _input(s.NetworkCreateSerializer, request)
         try:
@@ -106,27 +117,27 @@ class NetworkViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModelMixi
             raise ValidationError({"non_field_errors": [str(error)]}) from None
         return accepted(operation)
 
-    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         return self._lifecycle(request, network_services.network_request_start)
 
-    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
         return self._lifecycle(request, network_services.network_request_stop)
 
-    @extend_schema(request=s.AutostartSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(request=s.AutostartSerializer, responses={202: s.OperationAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def autostart(self, request, pk=None):
         return self._lifecycle(request, network_services.network_request_autostart, s.AutostartSerializer)
 
-    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def restart(self, request, pk=None):
         return self._lifecycle(request, restart_services.network_request_restart)
 
-    @extend_schema(request=s.NetworkXmlSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(request=s.NetworkXmlSerializer, responses={202: s.OperationAcceptedSerializer})
     @action(detail=True, methods=["put"])
     def xml(self, request, pk=None):
         """New persistent XML. apply: live (net-update), define (restart pending) or restart."""
@@ -140,7 +151,7 @@ class NetworkViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModelMixi
             raise ValidationError({"xml": [str(error)]}) from None
         return accepted(operation)
 
-    @extend_schema(request=s.RenameSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(request=s.RenameSerializer, responses={202: s.OperationAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def rename(self, request, pk=None):
         data = _input(s.RenameSerializer, request)
@@ -153,7 +164,7 @@ class NetworkViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModelMixi
             raise ValidationError({"name": [str(error)]}) from None
         return accepted(operation)
 
-    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationRefSerializer})
+    @extend_schema(request=s.MessageSerializer, responses={202: s.OperationAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def undefine(self, request, pk=None):
         return self._lifecycle(request, network_services.network_request_undefine)
@@ -181,3 +192,44 @@ class AuditEventViewSet(HostScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.AuditEventSerializer
     queryset = AuditEvent.objects.all()
     filterset_class = filtersets.AuditEventFilterSet
+
+
+class _JsonErrorsOnly(BaseContentNegotiation):
+    """The export answers its own media type whatever the client accepts; errors are JSON."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class AuditExportView(HostScoped, GenericAPIView):
+    queryset = AuditEvent.objects.all()
+    filterset_class = filtersets.AuditEventFilterSet
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _JsonErrorsOnly
+    pagination_class = None
+
+    @extend_schema(
+        operation_id="audit_export",
+        parameters=[
+            OpenApiParameter("export_format", str, OpenApiParameter.PATH, enum=list(EXPORT_FORMATS)),
+            OpenApiParameter("host", int, description="Id of an existing host"),
+            OpenApiParameter("host_name", str, description="Host name; also finds removed hosts' events"),
+            OpenApiParameter("source", str, enum=AuditSource.values),
+            OpenApiParameter("action", str, description="Action prefix, e.g. network.start"),
+            OpenApiParameter("actor_name", str),
+            OpenApiParameter("operation", int),
+        ],
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
+        description="The audit events of /api/audit/ (same filters), oldest first, streamed. CSV cells that "
+        "a spreadsheet would run as a formula are prefixed with '; JSON lines keep every value exactly.",
+    )
+    def get(self, request, export_format: str):
+        events = self.filter_queryset(self.get_queryset())  # a filter it cannot read answers 400
+        response = StreamingHttpResponse(
+            audit_export(events, export_format), content_type=EXPORT_FORMATS[export_format]
+        )
+        response["Content-Disposition"] = f'attachment; filename="kvmweb-audit.{export_format}"'
+        return response

@@ -40,3 +40,20 @@ class AlreadyExists(HypervisorError):
 
 class Unsupported(HypervisorError):
     """The host's libvirt driver does not offer this call (the test driver, old versions)."""
+
+
+BRIEF_MESSAGE_LIMIT = 500
+
+
+def brief_message(text: str, limit: int = BRIEF_MESSAGE_LIMIT) -> str:
+    """The first line of an error message, at most `limit` characters, for pages and rows.
+
+    libvirt's XML parser errors quote the offending line of the file on the lines after
+    the first (for a test-driver URI naming /etc/passwd, its first line): that must never
+    reach a page. The cap keeps huge input from being echoed back.
+    """
+    lines = str(text).strip().splitlines()
+    first_line = lines[0].strip() if lines else ""
+    if len(first_line) <= limit:
+        return first_line
+    return first_line[: limit - 1] + "…"

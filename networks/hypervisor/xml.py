@@ -20,14 +20,35 @@ from .types import (
     Portgroup,
 )
 
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
+# Never expand an entity, load a DTD or fetch anything: the XML may come from a user or a hostile host.
+_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False,
+    remove_blank_text=True,
+)  # fmt: skip
 
 
 def parse(xml: str) -> etree._Element:
+    """Parse libvirt XML; a DOCTYPE, an entity or a processing instruction is refused, since
+    libvirt never writes one and each is a way to make a parser read files or blow up."""
     try:
-        return etree.fromstring(xml.encode(), _PARSER)
+        root = etree.fromstring(xml.encode(), _PARSER)
+    except UnicodeEncodeError:
+        raise InvalidXml("Malformed XML: it contains characters that are not Unicode text.") from None
     except etree.XMLSyntaxError as error:
         raise InvalidXml(f"Malformed XML: {error}") from error
+    _refuse_declarations(root)
+    return root
+
+
+def _refuse_declarations(root: etree._Element) -> None:
+    docinfo = root.getroottree().docinfo
+    if docinfo.internalDTD is not None or docinfo.externalDTD is not None or docinfo.system_url or docinfo.public_id:
+        raise InvalidXml("XML with a DOCTYPE (or entity declarations) is not accepted.")
+    nodes = [*root.itersiblings(preceding=True), *root.iter(), *root.itersiblings()]
+    if any(isinstance(node, etree._ProcessingInstruction) for node in nodes):
+        raise InvalidXml("XML with processing instructions (<?…?>) is not accepted.")
+    if any(isinstance(node, etree._Entity) for node in nodes):
+        raise InvalidXml("XML with entity references other than &lt; &gt; &amp; &quot; &apos; is not accepted.")
 
 
 def to_string(element: etree._Element) -> str:
@@ -73,7 +94,7 @@ def parse_network(live_xml: str, inactive_xml: str = "", **state) -> NetworkInfo
         connections=_int_or_none(root.get("connections")) or 0,
         ips=tuple(_parse_ip(ip) for ip in root.findall("ip")),
         dns_records=_parse_dns(root.find("dns")),
-        portgroups=tuple(_parse_portgroup(pg) for pg in root.findall("portgroup")),
+        portgroups=tuple(parse_portgroup(pg) for pg in root.findall("portgroup")),
         forward_interfaces=_parse_forward_interfaces(forward),
         live_xml=live_xml,
         inactive_xml=inactive_xml or live_xml,
@@ -140,15 +161,18 @@ def parse_dhcp_host(host: etree._Element) -> DhcpHost:
 def _parse_dns(dns: etree._Element | None) -> tuple[DnsRecord, ...]:
     if dns is None:
         return ()
-    records = []
-    for host in dns.findall("host"):
-        names = " ".join(h.text or "" for h in host.findall("hostname"))
-        records.append(DnsRecord("host", names, host.get("ip", "")))
-    for txt in dns.findall("txt"):
-        records.append(DnsRecord("txt", txt.get("name", ""), txt.get("value", "")))
-    for srv in dns.findall("srv"):
-        records.append(_parse_srv(srv))
-    return tuple(records)
+    kinds = ("host", "txt", "srv")  # in this order, whatever the order in the XML
+    return tuple(parse_dns_record(element) for kind in kinds for element in dns.findall(kind))
+
+
+def parse_dns_record(element: etree._Element) -> DnsRecord:
+    """One `<host>`, `<txt>` or `<srv>` of `<dns>`."""
+    if element.tag == "host":
+        names = " ".join(h.text or "" for h in element.findall("hostname"))
+        return DnsRecord("host", names, element.get("ip", ""))
+    if element.tag == "txt":
+        return DnsRecord("txt", element.get("name", ""), element.get("value", ""))
+    return _parse_srv(element)
 
 
 def _parse_srv(srv: etree._Element) -> DnsRecord:
@@ -164,7 +188,7 @@ def _parse_srv(srv: etree._Element) -> DnsRecord:
     )
 
 
-def _parse_portgroup(pg: etree._Element) -> Portgroup:
+def parse_portgroup(pg: etree._Element) -> Portgroup:
     return Portgroup(
         name=pg.get("name", ""),
         is_default=pg.get("default") == "yes",

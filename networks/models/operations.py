@@ -37,6 +37,16 @@ class Operation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Runs started, retries included")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life of the worker running it; stale means the worker died"
+    )
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its task message was last sent to the broker"
+    )
+    checkpoint = models.JSONField(
+        default=dict, blank=True, help_text="What a recovery needs, recorded before each destructive step"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -142,10 +142,17 @@ def _routed_plan(host: Host, name: str, mode: str, values: dict) -> CreatePlan:
     forward = {"nat": "nat", "route": "route", "open": "open", "isolated": ""}[mode]
     network_xml = xml.build_network_xml(
         name=name, forward_mode=forward, bridge=bridge, stp=_truthy(values.get("stp", False)), ips=ips,
-        domain_name=domain, mtu=mtu, forward_dev=text(values, "forward_dev"),
+        domain_name=domain, mtu=mtu, forward_dev=_forward_dev(values),
     )  # fmt: skip
-    network_xml = _with_reservations(network_xml, text(values, "reservations"))
+    network_xml = _with_reservations(
+        network_xml, text(values, "reservations", multiline=True, max_length=bulk.MAX_CSV_CHARS)
+    )
     return CreatePlan(name, network_xml, _overlap_warnings(host, ips))
+
+
+def _forward_dev(values: dict) -> str:
+    """The one host interface NAT/routed traffic may leave by, if any (as Edit XML checks <forward dev>)."""
+    return interface_name(values, "forward_dev") if text(values, "forward_dev") else ""
 
 
 def _with_reservations(network_xml: str, csv_text: str) -> str:

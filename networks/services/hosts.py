@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from networks.choices import ACTIVE_STATUSES, AuditSource, OperationKind
-from networks.hypervisor.client import validate_uri
 from networks.hypervisor.errors import InvalidUri
 from networks.models import Host, Operation
 
 from .audit import audit_record
-from .operations import host_lock_key, operation_fail_lost, operation_request
+from .connections import validate_host_uri
+from .operations import host_lock_key, operation_request
 from .permissions import authorize
 
 
 def clean_uri(uri: str) -> str:
     """The URI if kvmweb accepts it; a ValidationError on `uri` otherwise."""
     try:
-        return validate_uri(uri)
+        return validate_host_uri(uri)
     except InvalidUri as error:
         raise ValidationError({"uri": str(error)}) from None
 
@@ -66,9 +64,7 @@ def host_request_sync(*, host: Host, actor, source: str, message: str = "") -> O
     )
 
 
-def hosts_sync_all(*, lost_after: timedelta = timedelta(hours=1)) -> None:
-    """Periodic: fail operations whose worker died (they would block their network), then
-    request a sync of every host as the system."""
-    operation_fail_lost(older_than=lost_after)
+def hosts_sync_all() -> None:
+    """Periodic: request a sync of every host as the system."""
     for host in Host.objects.all():
         host_request_sync(host=host, actor=None, source=AuditSource.SYSTEM)

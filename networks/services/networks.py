@@ -6,11 +6,12 @@ import re
 from dataclasses import asdict
 
 from networks.choices import OperationKind
-from networks.hypervisor import client
 from networks.hypervisor import networks as hv_networks
 from networks.hypervisor import restart as hv_restart
 from networks.models import Network, Operation
+from networks.operation_kinds import operation_kind
 
+from .connections import host_connection
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from .permissions import authorize
 from .sync import mirror_network
@@ -56,13 +57,14 @@ def network_request_undefine(*, network: Network, actor, source: str, message: s
 
 def _connect(operation: Operation, progress: Progress):
     progress.step(10, f"Connecting to {operation.host_name}")
-    return client.connect(operation.host.uri)
+    return host_connection(operation.host)
 
 
 def _current_xml(conn, name: str) -> str:
     return hv_networks.get_network(conn, name).inactive_xml
 
 
+@operation_kind(OperationKind.NETWORK_START)
 def network_start_run(operation: Operation, progress: Progress) -> Outcome:
     """Start the network, then re-plug running guests that were attached to it while it was down."""
     conn = _connect(operation, progress)
@@ -82,6 +84,7 @@ def network_start_run(operation: Operation, progress: Progress) -> Outcome:
     return Outcome(result, after_xml=info.live_xml)
 
 
+@operation_kind(OperationKind.NETWORK_STOP)
 def network_stop_run(operation: Operation, progress: Progress) -> Outcome:
     conn = _connect(operation, progress)
     before = hv_networks.get_network(conn, operation.target_name)
@@ -94,6 +97,7 @@ def network_stop_run(operation: Operation, progress: Progress) -> Outcome:
     return Outcome({"active": False}, before_xml=before.live_xml, after_xml=info.inactive_xml)
 
 
+@operation_kind(OperationKind.NETWORK_AUTOSTART)
 def network_autostart_run(operation: Operation, progress: Progress) -> Outcome:
     conn = _connect(operation, progress)
     enabled = bool(operation.params.get("enabled"))
@@ -103,6 +107,7 @@ def network_autostart_run(operation: Operation, progress: Progress) -> Outcome:
     return Outcome({"autostart": info.autostart})
 
 
+@operation_kind(OperationKind.NETWORK_UNDEFINE)
 def network_undefine_run(operation: Operation, progress: Progress) -> Outcome:
     conn = _connect(operation, progress)
     before_xml = _current_xml(conn, operation.target_name)
@@ -112,6 +117,7 @@ def network_undefine_run(operation: Operation, progress: Progress) -> Outcome:
     return Outcome({"undefined": True}, before_xml=before_xml)
 
 
+@operation_kind(OperationKind.NETWORK_CREATE)
 def network_create_run(operation: Operation, progress: Progress) -> Outcome:
     conn = _connect(operation, progress)
     params = operation.params

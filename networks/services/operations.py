@@ -1,25 +1,33 @@
-"""Operations: request, claim, run, report progress, finish.
+"""Operations: request, claim, run, report progress, finish, retry and recover.
 
 A request writes the row and an audit event, then enqueues the task once the
 transaction commits. The worker claims the row with a conditional UPDATE while holding
-the host's row lock, so two workers never run one operation and two operations on one
-network never overlap. No transaction is held while libvirt is called.
+the host's row lock, so two workers never run one operation, two operations on one
+network never overlap, and a host-wide one (a sync) overlaps none of its host's. No
+transaction is held while libvirt is called.
+
+What each kind runs, locks, retries and recovers is declared next to its run function
+(`networks.operation_kinds`); this module imports no service. The row is the truth: a
+running operation beats a heartbeat, and one whose worker died is recovered from what
+it recorded in `checkpoint`; a queued one whose broker message was lost is sent again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import threading
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Value
+from django.db import connection, transaction
+from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from networks import operation_kinds
 from networks.choices import AuditSource, OperationKind, OperationStatus
-from networks.hypervisor.errors import HypervisorError
+from networks.hypervisor.errors import HypervisorError, brief_message
 from networks.models import Host, Network, Operation
 
 from .audit import actor_name, audit_record
@@ -34,6 +42,14 @@ class OperationBusy(Exception):
 
 class OperationRejected(Exception):
     """A request that breaks a rule; nothing was changed. The message says why."""
+
+
+class RetryLater(Exception):
+    """The host could not be reached; the operation is queued again and runs after `delay` seconds."""
+
+    def __init__(self, delay: float):
+        super().__init__(f"retry in {delay} s")
+        self.delay = delay
 
 
 def host_lock_key(host: Host) -> str:
@@ -118,13 +134,44 @@ def enqueue(operation: Operation) -> None:
     from networks import tasks  # tasks import services: import late to avoid a cycle
 
     queue = (operation.host.queue if operation.host else "") or settings.CELERY_TASK_DEFAULT_QUEUE
+    Operation.objects.filter(pk=operation.pk).update(dispatched_at=timezone.now())
     tasks.run_operation.apply_async(args=[operation.pk], queue=queue)
+
+
+def operation_redispatch(*, older_than: timedelta) -> int:
+    """Send again the queued operations whose message may be lost (a broker restarted or lost
+    its data). A duplicate message is harmless: only one claim of a queued row succeeds."""
+    cutoff = timezone.now() - older_than
+    stale = Operation.objects.filter(status=OperationStatus.QUEUED).filter(
+        Q(dispatched_at__lt=cutoff) | Q(dispatched_at__isnull=True, created_at__lt=cutoff)
+    )
+    count = 0
+    for operation in stale.select_related("host"):
+        enqueue(operation)
+        count += 1
+    return count
+
+
+def note_dispatched(operation_id: int) -> None:
+    """A task re-sent itself (waiting for a lock or a retry): its message exists."""
+    Operation.objects.filter(pk=operation_id).update(dispatched_at=timezone.now())
+
+
+def _blocking(operation: Operation):
+    """Running operations this one may not overlap: on its host, a host-wide one excludes all."""
+    running = Operation.objects.filter(status=OperationStatus.RUNNING).exclude(pk=operation.pk)
+    if operation.host_id is None:
+        return running.filter(lock_key=operation.lock_key)
+    on_host = running.filter(host_id=operation.host_id)
+    if operation_kinds.spec(operation.kind).lock == operation_kinds.HOST:
+        return on_host
+    return on_host.filter(Q(lock_key=operation.lock_key) | Q(lock_key__startswith="host:"))
 
 
 def operation_claim(operation_id: int) -> Operation | None:
     """Mark a queued operation running. None if it is gone, already claimed or cancelled.
 
-    Raises OperationBusy while another operation with the same lock key runs.
+    Raises OperationBusy while an operation it may not overlap runs.
     """
     with transaction.atomic():
         operation = Operation.objects.filter(pk=operation_id).first()
@@ -133,13 +180,16 @@ def operation_claim(operation_id: int) -> Operation | None:
         if operation.host_id:
             # Serialises claims per host, so the busy check and the update are one step.
             list(Host.objects.select_for_update().filter(pk=operation.host_id))
-        busy = Operation.objects.filter(lock_key=operation.lock_key, status=OperationStatus.RUNNING)
-        if busy.exclude(pk=operation.pk).exists():
-            raise OperationBusy(f"Another operation on {operation.lock_key} is running")
+        busy = _blocking(operation).first()
+        if busy is not None:
+            raise OperationBusy(
+                f"Waiting for operation #{busy.pk} ({busy.kind}) on {busy.target_name or busy.host_name}"
+            )
         now = timezone.now()
         claimed = Operation.objects.filter(pk=operation.pk, status=OperationStatus.QUEUED).update(
-            status=OperationStatus.RUNNING, started_at=now, step="Starting"
-        )
+            status=OperationStatus.RUNNING, started_at=now, heartbeat_at=now, step="Starting",
+            attempts=F("attempts") + 1,
+        )  # fmt: skip
     if not claimed:
         return None
     operation.refresh_from_db()
@@ -168,6 +218,12 @@ class Progress:
         stamped = f"{timezone.now():%H:%M:%S} {line}\n"
         Operation.objects.filter(pk=self.operation.pk).update(log=Concat("log", Value(stamped)))
 
+    def checkpoint(self, **state) -> None:
+        """Record what a recovery needs, BEFORE the destructive step it describes: written and
+        committed at once, so a worker killed right after still leaves it in the row."""
+        self.operation.checkpoint = {**self.operation.checkpoint, **state}
+        Operation.objects.filter(pk=self.operation.pk).update(checkpoint=self.operation.checkpoint)
+
 
 class Outcome:
     """What a handler returns: a result for the row and XML for the audit event."""
@@ -178,38 +234,23 @@ class Outcome:
         self.after_xml = after_xml
 
 
-Handler = Callable[[Operation, Progress], Outcome]
-
-
-def _handlers() -> dict[str, Handler]:
-    from . import netupdate, networks, restart, sync, xmledit
-
-    return {
-        OperationKind.HOST_SYNC: sync.host_sync_run,
-        OperationKind.NETWORK_START: networks.network_start_run,
-        OperationKind.NETWORK_STOP: networks.network_stop_run,
-        OperationKind.NETWORK_AUTOSTART: networks.network_autostart_run,
-        OperationKind.NETWORK_UNDEFINE: networks.network_undefine_run,
-        OperationKind.NETWORK_CREATE: networks.network_create_run,
-        OperationKind.NETWORK_UPDATE: netupdate.network_update_run,
-        OperationKind.NETWORK_BULK_IMPORT: netupdate.network_bulk_run,
-        OperationKind.NETWORK_RESTART: restart.network_restart_run,
-        OperationKind.NETWORK_RENAME: restart.network_rename_run,
-        OperationKind.NETWORK_DEFINE: xmledit.network_define_run,
-        OperationKind.NETWORK_XML_LIVE: xmledit.network_xml_live_run,
-    }
-
-
 def operation_run(operation_id: int) -> Operation | None:
-    """Claim and run one operation; every outcome ends in a terminal row state."""
+    """Claim and run one operation; every outcome ends in a terminal row state, or the row
+    is queued again (RetryLater) when its host could not be reached and may be retried."""
     operation = operation_claim(operation_id)
     if operation is None:
         return None
+    spec = operation_kinds.spec(operation.kind)
     progress = Progress(operation)
-    progress.log(f"Running on worker for {operation.host_name}")
+    progress.log(f"Running on worker for {operation.host_name} (attempt {operation.attempts})")
     try:
-        outcome = _handlers()[operation.kind](operation, progress)
-    except (HypervisorError, OperationRejected) as error:
+        with heartbeat(operation.pk):
+            outcome = spec.run(operation, progress)
+    except HypervisorError as error:
+        if _may_retry(operation, spec, error):
+            raise _requeue(operation, spec, progress, error) from None
+        return _finish(operation, OperationStatus.FAILED, Outcome(), error=str(error))
+    except OperationRejected as error:
         return _finish(operation, OperationStatus.FAILED, Outcome(), error=str(error))
     except PartlyFailed as error:
         return _finish(operation, OperationStatus.FAILED, Outcome(error.result), error=str(error))
@@ -219,14 +260,57 @@ def operation_run(operation_id: int) -> Operation | None:
     return _finish(operation, OperationStatus.SUCCEEDED, outcome)
 
 
-def _finish(operation: Operation, status: str, outcome: Outcome, error: str = "") -> Operation:
+def _may_retry(operation: Operation, spec, error: HypervisorError) -> bool:
+    # A run that recorded a checkpoint has changed the host: starting it again from the top
+    # could apply a change twice, so only an untouched host is retried.
+    return error.retryable and not operation.checkpoint and operation.attempts < spec.retry.attempts
+
+
+def _requeue(operation: Operation, spec, progress: Progress, error: HypervisorError) -> RetryLater:
+    delay = spec.retry.delay(operation.attempts)
+    progress.log(
+        f"Attempt {operation.attempts} of {spec.retry.attempts} failed: {brief_message(str(error))}; "
+        f"trying again in {delay:g} s"
+    )
+    Operation.objects.filter(pk=operation.pk, status=OperationStatus.RUNNING).update(
+        status=OperationStatus.QUEUED, step=f"Host unreachable: retrying in {delay:g} s", heartbeat_at=None
+    )
+    return RetryLater(delay)
+
+
+@contextlib.contextmanager
+def heartbeat(operation_id: int):
+    """While the block runs, a thread marks the row alive every KVMWEB_HEARTBEAT_SECONDS; a row
+    whose heartbeat stops belongs to a dead worker (operation_recover_lost)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.KVMWEB_HEARTBEAT_SECONDS):
+                Operation.objects.filter(pk=operation_id, status=OperationStatus.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()  # this thread's own database connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{operation_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _finish(operation: Operation, status: str, outcome: Outcome, error: str = "", step: str = "") -> Operation:
     operation.refresh_from_db()
     operation.status = status
     operation.finished_at = timezone.now()
     operation.result = outcome.result
+    error = brief_message(error)  # shown on pages and the API: no quoted file lines, no huge echo
     operation.error = error
     operation.progress = 100 if status == OperationStatus.SUCCEEDED else operation.progress
-    operation.step = "Done" if status == OperationStatus.SUCCEEDED else "Failed"
+    operation.step = step[:255] or ("Done" if status == OperationStatus.SUCCEEDED else "Failed")
     operation.save(update_fields=["status", "finished_at", "result", "error", "progress", "step"])
     Progress(operation).log(f"{status}: {error}" if error else status)
     audit_record(
@@ -267,15 +351,68 @@ def operation_cancel(*, operation: Operation, actor, source: str) -> Operation:
     return operation
 
 
-def operation_fail_lost(*, older_than: timedelta) -> int:
-    """Fail operations left running by a worker that died; they would block their network."""
-    cutoff = timezone.now() - older_than
-    lost = Operation.objects.filter(status=OperationStatus.RUNNING, started_at__lt=cutoff)
-    count = 0
-    for operation in lost:
-        _finish(operation, OperationStatus.FAILED, Outcome(), error="The worker running this operation was lost.")
-        count += 1
-    return count
+def operation_recover_lost(*, stale_after: timedelta) -> int:
+    """Recover running operations whose worker stopped beating (killed, or its machine died).
+
+    A kind with a recovery step finishes the job from what the run recorded (the network
+    started again, its guests re-plugged...); any other kind is failed as interrupted and its
+    host re-read, so the mirror shows what the host really holds. Each ends in a terminal
+    state that says what happened; none is left running forever.
+    """
+    cutoff = timezone.now() - stale_after
+    lost = Operation.objects.filter(status=OperationStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    )
+    return sum(_recover(operation.pk, cutoff) for operation in lost)
+
+
+def _recover(operation_id: int, cutoff) -> bool:
+    # Only one recoverer takes a lost row: taking it makes its heartbeat fresh again.
+    taken = (
+        Operation.objects.filter(pk=operation_id, status=OperationStatus.RUNNING)
+        .filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+        .update(heartbeat_at=timezone.now(), step="Recovering: its worker was lost")
+    )
+    if not taken:
+        return False
+    operation = Operation.objects.select_related("host").get(pk=operation_id)
+    progress = Progress(operation)
+    progress.log("The worker running this operation was lost; recovering from what it recorded")
+    recover = operation_kinds.spec(operation.kind).recover
+    if recover is None:
+        _request_resync(operation)
+        _finish(operation, OperationStatus.FAILED, Outcome(), error=INTERRUPTED_NO_RECOVERY, step="Interrupted")
+        return True
+    try:
+        with heartbeat(operation.pk):
+            outcome = recover(operation, progress)
+    except Exception as error:  # recovery must still end the row, and say what it could not do
+        logger.exception("Recovery of operation %s failed", operation.pk)
+        _request_resync(operation)
+        _finish(operation, OperationStatus.FAILED, Outcome(), error=f"Interrupted, and recovery failed: {error}")
+        return True
+    summary = f"Interrupted; {outcome.result.get('recovery', 'recovered')} by recovery"
+    progress.log(summary)
+    status = OperationStatus.SUCCEEDED if outcome.result.get("completed") else OperationStatus.FAILED
+    _finish(operation, status, outcome, error="" if status == OperationStatus.SUCCEEDED else summary, step=summary)
+    return True
+
+
+INTERRUPTED_NO_RECOVERY = "Interrupted: its worker was lost; the host is synced again to show what it holds."
+
+
+def _request_resync(operation: Operation) -> None:
+    """The mirror may be stale after an interruption: re-read the host (once)."""
+    host = operation.host
+    if host is None:
+        return
+    pending = Operation.objects.filter(host=host, kind=OperationKind.HOST_SYNC, status=OperationStatus.QUEUED)
+    if operation.kind != OperationKind.HOST_SYNC and not pending.exists():
+        operation_request(
+            kind=OperationKind.HOST_SYNC, host=host, actor=None, source=AuditSource.SYSTEM,
+            lock_key=host_lock_key(host), target_name=host.name, object_type="host",
+            message=f"re-read after interrupted operation #{operation.pk}",
+        )  # fmt: skip
 
 
 def operation_fail_busy(operation_id: int) -> None:

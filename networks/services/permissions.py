@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from networks.choices import AuditSource, OperationKind, Role
 from networks.models import Host, Operation, UserRole
 
-from .audit import audit_record
+from .audit import audit_record, note_denial_recorded
 
 RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
 
@@ -153,6 +153,7 @@ def authorize(*, actor, action: str, host: Host | None = None, source: str, obje
         object_name=object_name or (host.name if host else ""),
         detail=reason,
     )
+    note_denial_recorded()  # the request's refusal needs no second event
     raise PermissionDenied(reason)
 
 

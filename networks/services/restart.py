@@ -6,16 +6,17 @@ from dataclasses import asdict, dataclass
 
 from networks import selectors
 from networks.choices import AuditSource, OperationKind
-from networks.hypervisor import client, xml
 from networks.hypervisor import restart as hv_restart
-from networks.hypervisor.errors import HypervisorError
 from networks.models import Network, Operation
+from networks.operation_kinds import operation_kind
 
+from .connections import host_connection
 from .hosts import host_request_sync
 from .networks import NETWORK_NAME_RE
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from .permissions import authorize
 from .sync import mirror_network
+from .xmlcheck import check_network_xml
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,7 @@ def network_request_restart(*, network: Network, actor, source: str, message: st
     if not network.active:
         raise OperationRejected(f"{network.name} is not running: start it instead.")
     if new_xml:
-        try:
-            name = xml.parse(new_xml).findtext("name", "")
-        except HypervisorError as error:
-            raise OperationRejected(str(error)) from None
-        if name != network.name:
-            raise OperationRejected(f"The new XML names the network {name!r}, not {network.name!r}.")
+        check_network_xml(network, new_xml)  # every rule of Edit XML, whoever calls this
     return network_operation_request(
         kind=OperationKind.NETWORK_RESTART,
         network=network,
@@ -58,8 +54,9 @@ def network_request_restart(*, network: Network, actor, source: str, message: st
     )
 
 
+@operation_kind(OperationKind.NETWORK_RESTART)
 def network_restart_run(operation: Operation, progress: Progress) -> Outcome:
-    conn = client.connect(operation.host.uri)
+    conn = host_connection(operation.host)
     progress.step(20, f"Recording guest interfaces, then stopping and starting {operation.target_name}")
 
     def report(result: hv_restart.Reattached) -> None:
@@ -110,8 +107,9 @@ def network_request_rename(
     )
 
 
+@operation_kind(OperationKind.NETWORK_RENAME)
 def network_rename_run(operation: Operation, progress: Progress) -> Outcome:
-    conn = client.connect(operation.host.uri)
+    conn = host_connection(operation.host)
     new_name = operation.params["new_name"]
     progress.step(30, f"Defining {new_name} and moving over from {operation.target_name}")
     outcome = hv_restart.rename_network(conn, operation.target_name, new_name, operation.params["move_guests"])

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from django.db import transaction
 from django.utils import timezone
 
-from networks.choices import HostStatus
-from networks.hypervisor import client, inventory
-from networks.hypervisor.errors import HostUnreachable
+from networks.choices import HostStatus, OperationKind
+from networks.hypervisor import inventory
+from networks.hypervisor.errors import HypervisorError, brief_message
 from networks.hypervisor.types import GuestInfo, HostInventory, NetworkInfo, NodeDeviceInfo
 from networks.models import (
     DhcpLease,
@@ -26,20 +26,24 @@ from networks.models import (
     Operation,
     Portgroup,
 )
+from networks.operation_kinds import HOST, operation_kind
 
+from .connections import host_connection
 from .drift import xml_differs
 from .operations import Outcome, Progress
 
 
+@operation_kind(OperationKind.HOST_SYNC, lock=HOST)
 def host_sync_run(operation: Operation, progress: Progress) -> Outcome:
     host = operation.host
     progress.step(10, f"Connecting to {host.name}")
     try:
-        conn = client.connect(host.uri)
+        conn = host_connection(host)
         progress.step(30, "Reading networks, guests and devices")
         found = inventory.read_host(conn)
-    except HostUnreachable as error:
-        Host.objects.filter(pk=host.pk).update(status=HostStatus.UNREACHABLE, last_error=str(error))
+    except HypervisorError as error:  # unreachable, refused URI, authentication refused...
+        # Shown on the hosts page: libvirt's first line only, never the file it quotes.
+        Host.objects.filter(pk=host.pk).update(status=HostStatus.UNREACHABLE, last_error=brief_message(str(error)))
         raise
     progress.step(70, "Updating the mirror")
     counts = mirror_host(host, found)

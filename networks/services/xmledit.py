@@ -9,28 +9,20 @@ from dataclasses import dataclass
 from lxml import etree
 
 from networks.choices import OperationKind
-from networks.hypervisor import client, xml
 from networks.hypervisor import networks as hv_networks
 from networks.hypervisor import updates as hv_updates
+from networks.hypervisor import xml
 from networks.hypervisor.errors import HypervisorError
 from networks.models import Network, Operation
+from networks.operation_kinds import operation_kind
 
+from .connections import host_connection
 from .drift import xml_diff
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from .permissions import authorize
 from .restart import network_request_restart
 from .sync import mirror_network
-
-# Sections net-update can change on a running network: (section, path of the element).
-LIVE_SECTIONS = (
-    ("ip-dhcp-host", "ip/dhcp/host"),
-    ("ip-dhcp-range", "ip/dhcp/range"),
-    ("dns-host", "dns/host"),
-    ("dns-txt", "dns/txt"),
-    ("dns-srv", "dns/srv"),
-    ("portgroup", "portgroup"),
-    ("forward-interface", "forward/interface"),
-)
+from .xmlcheck import LIVE_SECTIONS, check_network_xml, entry_key
 
 
 @dataclass(frozen=True)
@@ -54,13 +46,7 @@ class XmlAnalysis:
 
 def _entries(root: etree._Element, path: str) -> dict[tuple[int, str], etree._Element]:
     """(index of the parent <ip>, canonical text) → element, for one section."""
-    found = {}
-    ips = root.findall("ip")
-    for element in root.findall(path):
-        parent_ip = element.getparent().getparent() if path.startswith("ip/") else None
-        index = ips.index(parent_ip) if parent_ip is not None else -1
-        found[(index, etree.tostring(element, method="c14n").decode())] = element
-    return found
+    return {entry_key(element, root): element for element in root.findall(path)}
 
 
 def _without_live_sections(root: etree._Element) -> str:
@@ -74,7 +60,7 @@ def _without_live_sections(root: etree._Element) -> str:
     for dns in stripped.findall("dns"):
         if len(dns) == 0 and not dns.attrib:
             dns.getparent().remove(dns)
-    return etree.tostring(stripped, method="c14n").decode()
+    return etree.tostring(stripped, method="c14n", exclusive=True).decode()  # unused xmlns are no change
 
 
 def analyse(current_xml: str, new_xml: str) -> XmlAnalysis:
@@ -94,21 +80,16 @@ def analyse(current_xml: str, new_xml: str) -> XmlAnalysis:
 
 
 def check_new_xml(network: Network, new_xml: str) -> None:
-    try:
-        root = xml.parse(new_xml)
-    except HypervisorError as error:
-        raise OperationRejected(str(error)) from None
-    if root.tag != "network":
-        raise OperationRejected("The XML must be a <network> definition.")
-    if root.findtext("name", "") != network.name:
-        raise OperationRejected(f"The XML must keep the name {network.name!r} (renaming is a separate action).")
-    if root.findtext("uuid") and network.uuid and root.findtext("uuid") != network.uuid:
-        raise OperationRejected("The XML must keep the network's UUID.")
+    """The checks of every section form and of the whole document (networks/services/xmlcheck.py)."""
+    check_network_xml(network, new_xml)
 
 
 def network_xml_preview(*, network: Network, new_xml: str) -> XmlAnalysis:
     check_new_xml(network, new_xml)
-    return analyse(network.inactive_xml or network.live_xml, new_xml)
+    try:
+        return analyse(network.inactive_xml or network.live_xml, new_xml)
+    except HypervisorError as error:  # the mirror's XML, as a host sent it
+        raise OperationRejected(f"The network's current XML cannot be read ({error}): sync the host.") from None
 
 
 def network_request_xml_change(
@@ -136,8 +117,9 @@ def network_request_xml_change(
     )
 
 
+@operation_kind(OperationKind.NETWORK_DEFINE)
 def network_define_run(operation: Operation, progress: Progress) -> Outcome:
-    conn = client.connect(operation.host.uri)
+    conn = host_connection(operation.host)
     before = hv_networks.get_network(conn, operation.target_name)
     progress.step(40, "Defining the new persistent config (libvirt validates it)")
     info = hv_networks.redefine_network(conn, operation.params["xml"])
@@ -146,9 +128,10 @@ def network_define_run(operation: Operation, progress: Progress) -> Outcome:
     return Outcome({"restart_pending": pending}, before_xml=before.inactive_xml, after_xml=info.inactive_xml)
 
 
+@operation_kind(OperationKind.NETWORK_XML_LIVE)
 def network_xml_live_run(operation: Operation, progress: Progress) -> Outcome:
     """Apply the XML's changes with net-update, computed again against the host's XML."""
-    conn = client.connect(operation.host.uri)
+    conn = host_connection(operation.host)
     before = hv_networks.get_network(conn, operation.target_name)
     analysis = analyse(before.inactive_xml, operation.params["xml"])
     if not analysis.live_possible:

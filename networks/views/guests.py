@@ -4,14 +4,14 @@ from networks import selectors
 from networks.models import Host
 
 from .access import visible, visible_object
-from .common import paginate
+from .common import id_param, paginate, search_param
 
 
 def guest_list(request):
-    host_id = request.GET.get("host") or None
-    guests = visible(request, selectors.guest_list(host_id=host_id, search=request.GET.get("q") or None))
+    search = search_param(request)
+    guests = visible(request, selectors.guest_list(host_id=id_param(request, "host"), search=search or None))
     hosts = visible(request, Host.objects, "pk")
-    context = {"page": paginate(request, guests), "hosts": hosts, "q": request.GET.get("q", "")}
+    context = {"page": paginate(request, guests), "hosts": hosts, "q": search}
     return render(request, "networks/guest_list.html", context)
 
 
@@ -21,9 +21,6 @@ def guest_detail(request, pk):
 
 
 def device_list(request):
-    host_id = request.GET.get("host") or None
-    context = {
-        "page": paginate(request, visible(request, selectors.node_device_list(host_id=host_id)), per_page=100),
-        "hosts": visible(request, Host.objects, "pk"),
-    }
+    devices = visible(request, selectors.node_device_list(host_id=id_param(request, "host")))
+    context = {"page": paginate(request, devices, per_page=100), "hosts": visible(request, Host.objects, "pk")}
     return render(request, "networks/device_list.html", context)

@@ -16,7 +16,7 @@ from networks.services.netupdate import (
     network_update_preview,
     update_action,
 )
-from networks.services.netupdate.bulk import export_csv
+from networks.services.netupdate.bulk import MAX_CSV_CHARS, export_csv
 
 from .access import require, visible_object
 from .common import WEB
@@ -81,9 +81,10 @@ def network_import(request, pk):
     context = {"network": network, "csv_text": "", "strategy": "live"}
     if request.method == "POST":
         upload = request.FILES.get("csv_file")
-        csv_text = upload.read().decode("utf-8", "replace") if upload else request.POST.get("csv_text", "")
-        context.update(csv_text=csv_text, strategy=request.POST.get("strategy", "live"))
+        context["strategy"] = request.POST.get("strategy", "live")
         try:
+            csv_text = _uploaded_text(upload) if upload else request.POST.get("csv_text", "")
+            context["csv_text"] = csv_text
             if request.POST.get("confirm") == "1":
                 operation = network_request_bulk_import(
                     network=network,
@@ -99,6 +100,16 @@ def network_import(request, pk):
         except ValidationError as error:
             context["errors"] = error.message_dict if hasattr(error, "error_dict") else {"__all__": error.messages}
     return render(request, "networks/network_import.html", context)
+
+
+def _uploaded_text(upload) -> str:
+    """The uploaded CSV as text: too large or not UTF-8 is refused, never read as something else."""
+    if upload.size > MAX_CSV_CHARS:
+        raise ValidationError({"csv": [f"At most {MAX_CSV_CHARS:,} bytes at once."]})
+    try:
+        return upload.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError({"csv": ["The file is not UTF-8 text."]}) from None
 
 
 def network_reservations_csv(request, pk):

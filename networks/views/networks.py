@@ -39,6 +39,7 @@ def network_detail(request, pk):
         "network": network,
         "may": may(request, network.host),
         "reservations": selectors.network_reservations(network),
+        "config_warnings": selectors.network_config_warnings(network),
         "leases": selectors.lease_rows(network),
         "drift_diff": xml_diff(network.inactive_xml, network.live_xml, "persistent", "running")
         if network.drifted

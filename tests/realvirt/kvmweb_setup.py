@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
+from django.test import override_settings
+
 from networks.choices import AuditSource, OperationStatus
 from networks.hypervisor import client, xml
 from networks.hypervisor.types import DhcpRange, IpConfig
@@ -44,14 +46,16 @@ def guests_on_new_network(daemon, image, network_xml: str, names: list[str]):
 
 @contextlib.contextmanager
 def registered_host(daemon, name: str, admin_name: str = "netops"):
-    """The daemon registered in kvmweb and synced: yields (host, admin)."""
-    admin = UserFactory(username=admin_name)
-    host = host_services.host_create(name=name, uri=daemon.uri, actor=admin, source=AuditSource.WEB)
-    assert operation_run(host.operations.get().pk).status == OperationStatus.SUCCEEDED
-    try:
-        yield Host.objects.get(pk=host.pk), admin
-    finally:
-        client.disconnect(daemon.uri)
+    """The daemon registered in kvmweb and synced: yields (host, admin). Inside, kvmweb may
+    open the daemon's socket (and nothing else of its scratch directory)."""
+    with override_settings(KVMWEB_URI_PATHS_ALLOWED=[str(daemon.socket_dir)]):
+        admin = UserFactory(username=admin_name)
+        host = host_services.host_create(name=name, uri=daemon.uri, actor=admin, source=AuditSource.WEB)
+        assert operation_run(host.operations.get().pk).status == OperationStatus.SUCCEEDED
+        try:
+            yield Host.objects.get(pk=host.pk), admin
+        finally:
+            client.disconnect(daemon.uri)
 
 
 def run_ok(operation):

@@ -318,6 +318,12 @@ class PrivateLibvirtd:
         raise ValueError(f"{host_path} is not under a private libvirt dir")
 
     @property
+    def socket_dir(self) -> Path:
+        """The directory of the daemon's socket: what kvmweb must be allowed to
+        open (KVMWEB_URI_PATHS_ALLOWED) to use `uri`."""
+        return self.private_path("/run/libvirt")
+
+    @property
     def log_path(self) -> Path:
         return self.private_path("/var/log/libvirt/libvirtd.log")
 

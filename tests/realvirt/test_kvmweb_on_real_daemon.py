@@ -105,7 +105,7 @@ def test_a_network_that_fails_to_start_leaves_no_definition_behind(private_libvi
     pool = xml.parse(
         "<network><name>vfpool</name><forward mode='hostdev' managed='yes'><pf dev='lo'/></forward></network>"
     )
-    conn = client.connect(private_libvirtd.uri)
+    conn = client.connect(private_libvirtd.uri, uri_paths_allowed=[str(private_libvirtd.socket_dir)])
     try:
         before = sorted(conn.listNetworks() + conn.listDefinedNetworks())
         with pytest.raises(HypervisorError):

@@ -1,9 +1,12 @@
+import pytest
+
 from networks.choices import AuditSource, HostStatus, OperationStatus
 from networks.hypervisor import client, inventory
 from networks.models import AuditEvent, DhcpReservation, Guest, Network, NodeDevice
 from networks.services import hosts as host_services
-from networks.services.operations import operation_run
+from networks.services.operations import RetryLater, operation_run
 from networks.services.sync import mirror_host
+from tests.conftest import run_to_end
 
 
 def test_a_sync_mirrors_every_network_guest_and_device(demo_host, demo_uri):
@@ -44,9 +47,17 @@ def test_an_unreachable_host_is_marked_with_its_error_and_the_sync_fails(db, adm
     host = host_services.host_create(
         name="gone", uri=f"qemu:///system?socket={tmp_path}/nothing", actor=admin, source=AuditSource.WEB
     )
-    operation = operation_run(host.operations.get().pk)
+    first = host.operations.get()
+    with pytest.raises(RetryLater):
+        operation_run(first.pk)
     host.refresh_from_db()
-    assert operation.status == OperationStatus.FAILED
+    assert host.status == HostStatus.UNREACHABLE, "shown unreachable while kvmweb waits to try again"
+    first.refresh_from_db()
+    assert first.status == OperationStatus.QUEUED and "trying again in 2 s" in first.log
+    operation = run_to_end(first.pk)
+    host.refresh_from_db()
+    assert operation.status == OperationStatus.FAILED and operation.attempts == 4
+    assert operation.log.count("trying again") == 3
     assert "Cannot connect" in operation.error
     assert host.status == HostStatus.UNREACHABLE and "Cannot connect" in host.last_error
     assert AuditEvent.objects.filter(action="host.sync.failed", operation=operation).exists()

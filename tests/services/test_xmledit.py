@@ -93,3 +93,22 @@ def test_a_change_that_needs_a_restart_cannot_be_applied_live(default, admin):
         network_request_xml_change(network=default, new_xml=new_xml, apply="live", actor=admin, source="web")
     operation = network_request_xml_change(network=default, new_xml=new_xml, apply="restart", actor=admin, source="web")
     assert operation.kind == "network.restart" and operation.params["new_xml"] == new_xml
+
+
+def test_a_namespace_declared_on_the_network_does_not_make_every_entry_look_changed(default):
+    # Adding dnsmasq's declaration moves nothing: only the new reservation is an update.
+    declared = default.inactive_xml.replace(
+        "<network>", "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>", 1
+    )
+    analysis = analyse(default.inactive_xml, _edited(declared, _add_host))
+    assert [(u.section, u.command) for u in analysis.live_updates] == [("ip-dhcp-host", "add-last")]
+
+
+def test_a_hostile_edit_is_refused_before_any_operation(default, admin):
+    new_xml = "<!DOCTYPE network [<!ENTITY x SYSTEM 'file:///etc/passwd'>]>" + default.inactive_xml.replace(
+        "</network>", "<metadata><a:x xmlns:a='urn:a'>&x;</a:x></metadata></network>"
+    )
+    for apply in ("live", "define", "restart"):
+        with pytest.raises(OperationRejected, match="DOCTYPE"):
+            network_request_xml_change(network=default, new_xml=new_xml, apply=apply, actor=admin, source="api")
+    assert not default.operations.exists()

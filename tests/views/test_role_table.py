@@ -22,12 +22,15 @@ RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 # Endpoints that any logged-in user may use on their own account, and what is not kvmweb's.
 NOT_ROLE_BOUND = {"login", "logout", "password_change", "password_change_done", "password_reset",
-                  "password_reset_done", "password_reset_confirm", "password_reset_complete"}  # fmt: skip
+                  "password_reset_done", "password_reset_confirm", "password_reset_complete",
+                  # a user's own API tokens (another user's need token.manage_others: tests/*/test_tokens*.py)
+                  "networks:token_list", "networks:token_create", "networks:token_rotate", "networks:token_revoke",
+                  "api:token-list", "api:token-detail", "api:token-rotate"}  # fmt: skip
 READ_ONLY_PAGES = {
     "networks:dashboard", "networks:host_list", "networks:host_detail", "networks:network_list",
     "networks:network_detail", "networks:network_reservations_csv", "networks:guest_list", "networks:guest_detail",
     "networks:device_list", "networks:operation_list", "networks:operation_detail", "networks:operation_progress",
-    "networks:ipam", "networks:audit_list", "networks:audit_detail", "networks:user_list",
+    "networks:ipam", "networks:audit_list", "networks:audit_detail", "networks:audit_export", "networks:user_list",
 }  # fmt: skip
 WRITE_METHODS = ("post", "put", "patch", "delete")
 

@@ -1,10 +1,14 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.authtoken.models import Token
+
+from networks.services.tokens import cli_token_key
 
 
 class Command(BaseCommand):
-    help = "Print USERNAME's API token, creating it if needed."
+    help = (
+        "Print a new API token key for USERNAME (its token named `cli`, rotated if it exists: "
+        "kvmweb keeps only digests, so an existing key cannot be shown again)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")
@@ -13,5 +17,7 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"No user named {username!r}.")
-        token, _ = Token.objects.get_or_create(user=user)
-        self.stdout.write(token.key)
+        if not user.is_active:
+            raise CommandError(f"{username} is not active: its tokens would not work.")
+        # The key alone on stdout, so that scripts can read it: TOKEN=$(manage.py apitoken alice)
+        self.stdout.write(cli_token_key(user))

@@ -1,4 +1,9 @@
-"""Idempotent first-run set-up for `make run`: an admin account and the demo host."""
+"""Idempotent first-run set-up for `make run`: an admin account and the demo host.
+
+A generated admin password is printed once, to the person at the terminal that ran `make run`.
+Containers run `bootstrap --no-generated-password`: their output is kept in logs, so they
+create the admin only from KVMWEB_ADMIN_PASSWORD and print no secret.
+"""
 
 import os
 import secrets
@@ -21,13 +26,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--admin", default=os.environ.get("KVMWEB_ADMIN_USER", "admin"))
         parser.add_argument("--no-demo", action="store_true", help="Do not register the demo host")
+        parser.add_argument(
+            "--no-generated-password",
+            action="store_true",
+            help="Create the admin only from KVMWEB_ADMIN_PASSWORD; never generate and print a password "
+            "(for services whose output is kept in logs, such as containers)",
+        )
 
-    def handle(self, *args, admin, no_demo, **options):
-        self._ensure_admin(admin)
+    def handle(self, *args, admin, no_demo, no_generated_password, **options):
+        self._ensure_admin(admin, may_generate=not no_generated_password)
         if not no_demo:
             self._ensure_demo_host()
 
-    def _ensure_admin(self, username: str) -> None:
+    def _ensure_admin(self, username: str, may_generate: bool) -> None:
         users = get_user_model().objects
         password = os.environ.get("KVMWEB_ADMIN_PASSWORD")
         if users.filter(username=username).exists():
@@ -37,8 +48,13 @@ class Command(BaseCommand):
                 user.save(update_fields=["password"])
             self.stdout.write(f"Admin account: {username} (exists)")
             return
+        if not password and not may_generate:
+            self.stdout.write(
+                f"Admin account: {username} not created (set KVMWEB_ADMIN_PASSWORD, or run manage.py createsuperuser)"
+            )
+            return
         generated = not password
-        password = password or secrets.token_urlsafe(12)
+        password = password or secrets.token_urlsafe(16)
         users.create_superuser(username=username, email="", password=password)
         if generated:
             self.stdout.write(self.style.WARNING(f"Admin account: {username}  password: {password}  (shown once)"))

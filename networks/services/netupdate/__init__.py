@@ -13,14 +13,16 @@ from dataclasses import asdict, dataclass
 from django.core.exceptions import ValidationError
 
 from networks.choices import OperationKind
-from networks.hypervisor import client, xml
 from networks.hypervisor import networks as hv_networks
 from networks.hypervisor import restart as hv_restart
 from networks.hypervisor import updates as hv_updates
+from networks.hypervisor import xml
 from networks.hypervisor.errors import HypervisorError
 from networks.hypervisor.types import NetworkInfo
 from networks.models import DhcpReservation, Network, Operation
+from networks.operation_kinds import operation_kind
 
+from ..connections import host_connection
 from ..operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from ..permissions import authorize
 from ..sync import mirror_network
@@ -160,10 +162,11 @@ def network_request_update(
     )
 
 
+@operation_kind(OperationKind.NETWORK_UPDATE)
 def network_update_run(operation: Operation, progress: Progress) -> Outcome:
     params = operation.params
     progress.step(10, f"Connecting to {operation.host_name}")
-    conn = client.connect(operation.host.uri)
+    conn = host_connection(operation.host)
     progress.step(25, f"Reading {operation.target_name} and checking the change again")
     fresh = hv_networks.get_network(conn, operation.target_name)
     scope = params["scope"]
@@ -254,10 +257,11 @@ def network_request_bulk_import(
     )
 
 
+@operation_kind(OperationKind.NETWORK_BULK_IMPORT)
 def network_bulk_run(operation: Operation, progress: Progress) -> Outcome:
     """Apply the rows one by one over one connection, each checked against the fresh XML."""
     params, scope = operation.params, operation.params["scope"]
-    conn = client.connect(operation.host.uri)
+    conn = host_connection(operation.host)
     fresh = hv_networks.get_network(conn, operation.target_name)
     info = _configs(fresh.live_xml, fresh.inactive_xml, scope, active=fresh.active)[-1]
     results, total = [], len(params["rows"])

@@ -19,10 +19,13 @@ from networks.hypervisor.types import DhcpHost, NetworkInfo
 from .common import UpdatePlan
 from .dhcp import DhcpHostSection
 
-# Measured on libvirt 9.0 over one connection (LIBVIRT.md, "Costs measured here").
+# Measured on libvirt 9.0 over one connection (docs/libvirt.md, "net-update").
 LIVE_UPDATE_SECONDS = {"firewalled": 0.39, "plain": 0.02}
 CONFIG_UPDATE_SECONDS = 0.003
 MAX_ROWS = 5000
+COLUMNS = ("mac", "ip", "name")
+CELL_MAX = 253  # the longest value of any column: a host name
+MAX_CSV_CHARS = 2_000_000  # MAX_ROWS rows of the longest cells, with room to spare
 RESTART_SECONDS = 1.0  # destroy + start + re-plugging a few guests, measured on a real host
 # live: one live+config update per row, no interruption. config: persistent config only,
 # applied at the next restart. restart: config only, then one restart that re-plugs guests.
@@ -42,18 +45,41 @@ class BulkRow:
 
 
 def parse_csv(text: str) -> list[tuple[int, dict]]:
-    """Rows of `mac,ip,name` (a header line naming them is optional; blank lines skipped)."""
+    """Rows of `mac,ip,name` (a header line naming them is optional; blank lines skipped).
+
+    A file that is not such CSV is refused whole, with the line that is wrong: a bare carriage
+    return, a NUL, a cell the csv module refuses, a cell longer than CELL_MAX, a fourth column.
+    """
+    if len(text) > MAX_CSV_CHARS:
+        raise _csv_error(f"At most {MAX_CSV_CHARS:,} characters at once; this is {len(text):,}.")
     reader = csv.reader(io.StringIO(text.strip()))
     rows = []
-    for line, cells in enumerate(reader, start=1):
-        cells = [c.strip() for c in cells]
-        if not any(cells) or (line == 1 and cells[:2] == ["mac", "ip"]):
-            continue
-        cells += [""] * (3 - len(cells))
-        rows.append((line, {"mac": cells[0], "ip": cells[1], "name": cells[2]}))
-    if len(rows) > MAX_ROWS:
-        raise ValidationError({"csv": [f"At most {MAX_ROWS} rows at once; this file has {len(rows)}."]})
+    try:
+        for line, cells in enumerate(reader, start=1):
+            rows.extend(_row(line, cells))
+            if len(rows) > MAX_ROWS:
+                raise _csv_error(f"At most {MAX_ROWS} rows at once.")
+    except csv.Error as error:
+        raise _csv_error(f"Line {reader.line_num}: this is not CSV of mac,ip,name ({error}).") from None
     return rows
+
+
+def _row(line: int, cells: list[str]) -> list[tuple[int, dict]]:
+    cells = [c.strip() for c in cells]
+    while cells and not cells[-1]:  # spreadsheets pad rows with empty cells
+        cells.pop()
+    if not cells or (line == 1 and cells[:2] == ["mac", "ip"]):
+        return []
+    if len(cells) > len(COLUMNS):
+        raise _csv_error(f"Line {line} has {len(cells)} columns; a row is mac,ip,name.")
+    if any(len(cell) > CELL_MAX for cell in cells):
+        raise _csv_error(f"Line {line}: a cell has at most {CELL_MAX} characters.")
+    cells += [""] * (len(COLUMNS) - len(cells))
+    return [(line, dict(zip(COLUMNS, cells, strict=True)))]
+
+
+def _csv_error(message: str) -> ValidationError:
+    return ValidationError({"csv": [message]})
 
 
 def with_host(info: NetworkInfo, parent_index: int, host: DhcpHost) -> NetworkInfo:

@@ -16,6 +16,7 @@ from .common import (
     invalid,
     ip_address,
     mac_address,
+    shown,
     subnet_of,
     text,
     usable_host_address,
@@ -36,7 +37,7 @@ def find_reservation(info: NetworkInfo, key: str) -> tuple[int, IpConfig, DhcpHo
     for index, ip, host in _all_hosts(info):
         if wanted in {host.mac, host.host_id.lower(), host.name.lower()} - {""}:
             return index, ip, host
-    raise invalid("key", f"{info.name} has no DHCP reservation for {key!r}.")
+    raise invalid("key", f"{info.name} has no DHCP reservation for {shown(key)}.")
 
 
 def _describe(host: DhcpHost) -> str:
@@ -46,6 +47,7 @@ def _describe(host: DhcpHost) -> str:
 
 class DhcpHostSection:
     section = "ip-dhcp-host"
+    fields = ("mac", "ip", "name", "host_id")
     commands = ("add-first", "add-last", "modify", "delete")
 
     def plan(self, command: str, values: dict, info: NetworkInfo, key: str = "") -> UpdatePlan:
@@ -131,11 +133,12 @@ def find_range(info: NetworkInfo, key: str) -> tuple[int, DhcpRange]:
         for dhcp_range in ip.dhcp_ranges:
             if key.strip() in {dhcp_range.start, f"{dhcp_range.start}-{dhcp_range.end}"}:
                 return index, dhcp_range
-    raise invalid("key", f"{info.name} has no DHCP range starting at {key!r}.")
+    raise invalid("key", f"{info.name} has no DHCP range starting at {shown(key)}.")
 
 
 class DhcpRangeSection:
     section = "ip-dhcp-range"
+    fields = ("start", "end")
     commands = ("add-first", "add-last", "delete")
 
     def plan(self, command: str, values: dict, info: NetworkInfo, key: str = "") -> UpdatePlan:

@@ -7,9 +7,9 @@ import re
 from networks.hypervisor import xml
 from networks.hypervisor.types import DnsRecord, NetworkInfo
 
-from .common import UpdatePlan, hostname, invalid, ip_address, number, text
+from .common import UpdatePlan, hostname, invalid, ip_address, number, shown, text
 
-SRV_SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$")
+SRV_SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,14}")
 TXT_VALUE_MAX = 255
 
 
@@ -27,11 +27,12 @@ def _one(matches: list[DnsRecord], what: str, info: NetworkInfo) -> DnsRecord:
 
 class DnsHostSection:
     section = "dns-host"
+    fields = ("ip", "hostnames")
     commands = ("add-first", "add-last", "delete")
 
     def plan(self, command: str, values: dict, info: NetworkInfo, key: str = "") -> UpdatePlan:
         if command == "delete":
-            record = _one([r for r in _records(info, "host") if r.value == key.strip()], f"DNS host {key}", info)
+            record = _one([r for r in _records(info, "host") if r.value == key.strip()], f"DNS host {shown(key)}", info)
             names = tuple(record.name.split())
             return UpdatePlan(
                 self.section,
@@ -59,11 +60,12 @@ class DnsHostSection:
 
 class DnsTxtSection:
     section = "dns-txt"
+    fields = ("name", "value")
     commands = ("add-first", "add-last", "delete")
 
     def plan(self, command: str, values: dict, info: NetworkInfo, key: str = "") -> UpdatePlan:
         if command == "delete":
-            record = _one([r for r in _records(info, "txt") if r.name == key.strip()], f"TXT record {key}", info)
+            record = _one([r for r in _records(info, "txt") if r.name == key.strip()], f"TXT record {shown(key)}", info)
             return UpdatePlan(
                 self.section, command, xml.dns_txt_fragment(record), summary=f"Delete TXT record {record.name}"
             )
@@ -79,6 +81,7 @@ class DnsTxtSection:
 
 class DnsSrvSection:
     section = "dns-srv"
+    fields = ("service", "protocol", "domain", "target", "port", "priority", "weight")
     commands = ("add-first", "add-last", "delete")
 
     def plan(self, command: str, values: dict, info: NetworkInfo, key: str = "") -> UpdatePlan:
@@ -98,7 +101,7 @@ class DnsSrvSection:
     @staticmethod
     def _record(values: dict) -> DnsRecord:
         service = text(values, "service", required=True)
-        if not SRV_SERVICE_RE.match(service):
+        if not SRV_SERVICE_RE.fullmatch(service):
             raise invalid("service", "A service name has at most 15 letters, digits or '-'.")
         protocol = text(values, "protocol", required=True).lower()
         if protocol not in {"tcp", "udp"}:
@@ -123,7 +126,7 @@ class DnsSrvSection:
             wanted = text(values, field_name)
             if wanted:
                 matches = [r for r in matches if getattr(r, attribute) == wanted]
-        record = _one(matches, f"SRV record for service {key}", info)
+        record = _one(matches, f"SRV record for service {shown(key)}", info)
         return UpdatePlan(
             "dns-srv", "delete", xml.dns_srv_fragment(record), summary=f"Delete SRV _{record.name}._{record.protocol}"
         )

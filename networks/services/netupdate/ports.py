@@ -7,16 +7,26 @@ import re
 from networks.hypervisor import xml
 from networks.hypervisor.types import NetworkInfo, Portgroup
 
-from .common import UpdatePlan, interface_name, invalid, number, text
+from .common import UpdatePlan, interface_name, invalid, number, shown, text
 
-PORTGROUP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PORTGROUP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BANDWIDTH_MAX = 2**32 - 1  # KiB/s, libvirt's unsigned int
 # Modes whose guests sit on an interface pool libvirt can grow or shrink live.
 INTERFACE_POOL_MODES = {"nat", "route", "bridge", "private", "vepa", "passthrough"}
 
 
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+
+def _yes_no(values: dict, name: str) -> bool:
+    """A checkbox or yes/no field; anything else is refused rather than read as "no"."""
+    raw = values.get(name)
+    if isinstance(raw, bool):
+        return raw
+    word = text(values, name).lower()
+    if word not in TRUE_WORDS | FALSE_WORDS:
+        raise invalid(name, "Answer yes or no.")
+    return word in TRUE_WORDS
 
 
 def _vlan_tags(values: dict) -> tuple[int, ...]:
@@ -34,11 +44,12 @@ def _find_portgroup(info: NetworkInfo, name: str) -> Portgroup:
     for portgroup in info.portgroups:
         if portgroup.name == name.strip():
             return portgroup
-    raise invalid("key", f"{info.name} has no portgroup named {name!r}.")
+    raise invalid("key", f"{info.name} has no portgroup named {shown(name)}.")
 
 
 class PortgroupSection:
     section = "portgroup"
+    fields = ("name", "is_default", "vlan_tags", "inbound_average", "outbound_average")
     commands = ("add-first", "add-last", "modify", "delete")
 
     def plan(self, command: str, values: dict, info: NetworkInfo, key: str = "") -> UpdatePlan:
@@ -67,13 +78,13 @@ class PortgroupSection:
     @staticmethod
     def _portgroup(values: dict, existing: Portgroup | None) -> Portgroup:
         name = text(values, "name") or (existing.name if existing else "")
-        if not PORTGROUP_NAME_RE.match(name):
+        if not PORTGROUP_NAME_RE.fullmatch(name):
             raise invalid("name", "A portgroup name has letters, digits, '.', '_' or '-' (at most 64).")
         if existing and name != existing.name:
             raise invalid("name", "libvirt finds the portgroup by name: delete it and add one to rename it.")
         return Portgroup(
             name=name,
-            is_default=_truthy(values.get("is_default", "")),
+            is_default=_yes_no(values, "is_default"),
             vlan_tags=_vlan_tags(values),
             inbound_average=number(values, "inbound_average", low=1, high=BANDWIDTH_MAX),
             outbound_average=number(values, "outbound_average", low=1, high=BANDWIDTH_MAX),
@@ -82,6 +93,7 @@ class PortgroupSection:
 
 class ForwardInterfaceSection:
     section = "forward-interface"
+    fields = ("dev",)
     commands = ("add-first", "add-last", "delete")
 
     def plan(self, command: str, values: dict, info: NetworkInfo, key: str = "") -> UpdatePlan:
@@ -91,7 +103,7 @@ class ForwardInterfaceSection:
         if command == "delete":
             dev = key.strip()
             if dev not in current:
-                raise invalid("key", f"{info.name} does not forward through {dev!r}.")
+                raise invalid("key", f"{info.name} does not forward through {shown(dev)}.")
             if current[dev].connections:
                 raise invalid("key", f"{dev} is in use by {current[dev].connections} guest interface(s).")
             return UpdatePlan(
