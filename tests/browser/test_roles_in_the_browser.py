@@ -71,7 +71,10 @@ def test_an_operator_adds_a_record_watches_it_finish_and_markup_stays_text(
     page.click("#preview >> text=Apply")
     # The progress card polls until the operation ends, then the page reloads with the new record
     # (a fast worker may have finished before the page first loads: then the record is there at once).
-    page.wait_for_selector("td:has-text('onerror=alert(1)')", timeout=30_000)
+    try:
+        page.wait_for_selector("td:has-text('onerror=alert(1)')", timeout=60_000)
+    except Exception:  # say why: the operation's own state and error
+        pytest.fail(f"the record never showed: {list(Operation.objects.values_list('kind', 'status', 'error'))}")
 
     network = Network.objects.get(host=host, name="default")
     page.goto(f"{live_server.url}{network.get_absolute_url()}")

@@ -19,14 +19,36 @@ def test_the_periodic_sync_requests_one_sync_per_host_as_the_system(demo_host):
     assert pending.get().source == AuditSource.SYSTEM and pending.get().requested_by is None
 
 
-def test_the_periodic_task_fails_operations_whose_worker_died(demo_host, admin):
+def test_the_recovery_task_ends_operations_whose_worker_stopped_beating(demo_host, admin, settings):
     network = Network.objects.get(host=demo_host, name="default")
-    operation = network_services.network_request_stop(network=network, actor=admin, source=AuditSource.WEB)
-    operation_claim(operation.pk)
-    Operation.objects.filter(pk=operation.pk).update(started_at=timezone.now() - timedelta(hours=2))
-    tasks.sync_all_hosts.run()
-    operation.refresh_from_db()
-    assert operation.status == OperationStatus.FAILED and "worker" in operation.error
+    lost = network_services.network_request_stop(network=network, actor=admin, source=AuditSource.WEB)
+    alive = network_services.network_request_start(
+        network=Network.objects.get(host=demo_host, name="isolated"), actor=admin, source=AuditSource.WEB
+    )
+    operation_claim(lost.pk)
+    operation_claim(alive.pk)
+    silent_since = timezone.now() - timedelta(seconds=settings.KVMWEB_OPERATION_STALE_SECONDS + 5)
+    Operation.objects.filter(pk=lost.pk).update(heartbeat_at=silent_since)
+    tasks.recover_operations.run()
+    lost.refresh_from_db()
+    alive.refresh_from_db()
+    assert lost.status == OperationStatus.FAILED and "worker was lost" in lost.error
+    assert alive.status == OperationStatus.RUNNING, "a worker that still beats keeps its operation"
+    resync = Operation.objects.get(kind="host.sync", status=OperationStatus.QUEUED)
+    assert str(lost.pk) in resync.message, "the host is re-read to show what the lost run left"
+
+
+def test_the_recovery_task_sends_again_a_queued_operation_whose_message_is_old(demo_host, admin, settings, monkeypatch):
+    network = Network.objects.get(host=demo_host, name="default")
+    queued = network_services.network_request_start(network=network, actor=admin, source=AuditSource.WEB)
+    old = timezone.now() - timedelta(seconds=settings.KVMWEB_REDISPATCH_SECONDS + 5)
+    Operation.objects.filter(pk=queued.pk).update(dispatched_at=old)
+    fresh = network_services.network_request_stop(network=network, actor=admin, source=AuditSource.WEB)
+    Operation.objects.filter(pk=fresh.pk).update(dispatched_at=timezone.now())
+    sent = []  # the broker is not what is tested here: tests/tasks/test_faults_* lose a real one
+    monkeypatch.setattr(tasks.run_operation, "apply_async", lambda args, queue: sent.append(args))
+    tasks.recover_operations.run()
+    assert sent == [[queued.pk]]
 
 
 def test_an_operation_that_waits_too_long_for_its_network_fails_clearly(demo_host, admin, settings):
