@@ -93,6 +93,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "networks.middleware.RefusalAuditMiddleware",
+    "networks.middleware.RejectNulMiddleware",
     "networks.middleware.PagesLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -269,6 +270,9 @@ CELERY_BEAT_SCHEDULE["recover-operations"] = {
 # An Operation that waits this long for a busy network is retried this many times.
 KVMWEB_LOCK_RETRY_SECONDS = env_int("KVMWEB_LOCK_RETRY_SECONDS", 2, minimum=1)
 KVMWEB_LOCK_RETRY_MAX = env_int("KVMWEB_LOCK_RETRY_MAX", 300, minimum=1)
+# Seconds a host may stay silent: opening a connection waits this long at most, and libvirt
+# keepalive drops an open connection whose host stops answering for about as long.
+KVMWEB_HOST_CALL_TIMEOUT = env_int("KVMWEB_HOST_CALL_TIMEOUT", 30, minimum=4)
 
 
 def env_dirs(name: str, default: str) -> list[str]:

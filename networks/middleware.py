@@ -6,6 +6,7 @@ import re
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
+from django.http import HttpResponseBadRequest
 
 from networks.choices import AuditSource
 from networks.services.audit import RequestAudit, audit_record, client_address, request_audit
@@ -184,3 +185,24 @@ def audit_failed_login(sender, credentials, request=None, **kwargs):
         object_name=username,
         detail=f"Failed login as {username!r}." if username else "Failed login without a username.",
     )
+
+
+class RejectNulMiddleware:
+    """Refuses, with a 400, a request whose path or query parameters carry a NUL.
+
+    PostgreSQL can neither store nor compare a string with NUL (a lookup with one is a 500),
+    and no name, address or filter kvmweb takes can contain one. Form fields and JSON bodies
+    are refused field by field, with their own message, by the forms, serializers and services.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or _has_nul(request.GET):
+            return HttpResponseBadRequest("A NUL character is not allowed in a URL or a query parameter.")
+        return self.get_response(request)
+
+
+def _has_nul(query_dict) -> bool:
+    return any("\x00" in key or any("\x00" in value for value in values) for key, values in query_dict.lists())
