@@ -6,7 +6,7 @@ import re
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
-from django.http import HttpResponseBadRequest
+from django.http import HttpResponseBadRequest, JsonResponse
 
 from networks.choices import AuditSource
 from networks.services.audit import RequestAudit, audit_record, client_address, request_audit
@@ -187,6 +187,9 @@ def audit_failed_login(sender, credentials, request=None, **kwargs):
     )
 
 
+NUL_REFUSED = "A NUL character is not allowed in a URL or a query parameter."
+
+
 class RejectNulMiddleware:
     """Refuses, with a 400, a request whose path or query parameters carry a NUL.
 
@@ -200,7 +203,9 @@ class RejectNulMiddleware:
 
     def __call__(self, request):
         if "\x00" in request.path or _has_nul(request.GET):
-            return HttpResponseBadRequest("A NUL character is not allowed in a URL or a query parameter.")
+            if request.path_info.startswith("/api/"):  # the API answers in JSON, as its schema says
+                return JsonResponse({"detail": NUL_REFUSED}, status=400)
+            return HttpResponseBadRequest(NUL_REFUSED)
         return self.get_response(request)
 
 

@@ -221,7 +221,8 @@ def test_a_huge_limit_is_capped(api, demo_host):
 @pytest.mark.parametrize("query", ["%00%00", "ab%0Acd", "a" * 300])
 def test_an_address_search_for_unprintable_or_huge_text_is_a_400(api, demo_host, query):
     response = api.get(f"/api/ipam/?q={query}")
-    assert response.status_code == 400 and "q" in response.json()
+    body = response.json()
+    assert response.status_code == 400 and ("q" in body or "NUL" in body.get("detail", ""))
 
 
 def test_error_bodies_are_json_even_for_a_body_that_is_not_json(api, default, nothing_changes):

@@ -33,3 +33,17 @@ def page():
             browser.close()
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def log_in(page, live_server, username: str, password: str) -> None:
+    page.goto(f"{live_server.url}/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+
+
+def sync_from_host_page(page, live_server, host) -> None:
+    """Sync now, then wait for the progress card to poll until the page reloads with the networks."""
+    page.goto(f"{live_server.url}{host.get_absolute_url()}")
+    page.click("text=Sync now")
+    page.wait_for_selector("#host-networks >> text=lan-bridge", timeout=30_000)

@@ -8,6 +8,8 @@ from networks.models import AuditEvent, Network, Operation
 from networks.services import hosts as host_services
 from tests.factories import UserFactory
 
+from .conftest import log_in, sync_from_host_page
+
 pytestmark = pytest.mark.browser
 
 # Runs before any page script, outside the page's CSP (Playwright injects it itself).
@@ -38,15 +40,8 @@ def test_no_page_breaks_the_policy_and_polling_still_works(watched, live_server,
     UserFactory(username="admin", password="correct-horse")
     host = host_services.host_create(name="demo", uri=demo_uri, actor=None, source=AuditSource.SYSTEM, sync=False)
 
-    page.goto(f"{live_server.url}/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "correct-horse")
-    page.click("button[type=submit]")
-    page.goto(f"{live_server.url}/hosts/{host.pk}/")
-    page.click("text=Sync now")
-    page.wait_for_selector("[data-status=running], [data-status=queued], [data-status=succeeded]")
-    # The progress card polls (htmx, every second) until the sync ends, then reloads the page.
-    page.wait_for_selector("#host-networks >> text=lan-bridge", timeout=30_000)
+    log_in(page, live_server, "admin", "correct-horse")
+    sync_from_host_page(page, live_server, host)  # htmx polls the progress card every second meanwhile
     assert collect("host page while polling") == []
 
     network = Network.objects.get(host=host, name="default")

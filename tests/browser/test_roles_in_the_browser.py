@@ -11,33 +11,22 @@ from networks.models import AuditEvent, Network, Operation
 from networks.services import hosts as host_services
 from tests.factories import UserFactory
 
+from .conftest import log_in, sync_from_host_page
+
 pytestmark = pytest.mark.browser
 
 MARKUP = "<img src=x onerror=alert(1)>"
-
-
-def _log_in(page, live_server, username, password):
-    page.goto(f"{live_server.url}/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-
-
-def _sync_demo(page, live_server, host):
-    page.goto(f"{live_server.url}{host.get_absolute_url()}")
-    page.click("text=Sync now")
-    page.wait_for_selector("#host-networks >> text=lan-bridge", timeout=30_000)
 
 
 def test_a_viewer_is_shown_no_change_buttons(page, live_server, celery_worker_process, demo_uri):
     UserFactory(username="operator", password="op-password", role="operator")
     UserFactory(username="viewer", password="view-password", role="viewer")
     host = host_services.host_create(name="demo", uri=demo_uri, actor=None, source=AuditSource.SYSTEM, sync=False)
-    _log_in(page, live_server, "operator", "op-password")
-    _sync_demo(page, live_server, host)
+    log_in(page, live_server, "operator", "op-password")
+    sync_from_host_page(page, live_server, host)
     page.click("text=Log out")
 
-    _log_in(page, live_server, "viewer", "view-password")
+    log_in(page, live_server, "viewer", "view-password")
     page.goto(f"{live_server.url}{host.get_absolute_url()}")
     assert "Sync now" not in page.inner_text("main")
     page.click("#host-networks >> text=default")
@@ -58,8 +47,8 @@ def test_an_operator_adds_a_record_watches_it_finish_and_markup_stays_text(
     host = host_services.host_create(name="demo", uri=demo_uri, actor=None, source=AuditSource.SYSTEM, sync=False)
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    _log_in(page, live_server, "operator", "op-password")
-    _sync_demo(page, live_server, host)
+    log_in(page, live_server, "operator", "op-password")
+    sync_from_host_page(page, live_server, host)
 
     page.click("#host-networks >> text=default")
     assert "Stop" not in page.inner_text(".actions"), "an operator may restart but not stop"
