@@ -25,7 +25,8 @@ class RetryPolicy:
     permanent ones (bad XML, authentication refused) fail at once.
     """
 
-    attempts: int = 4  # in all, the first included
+    # 2, 4, 8, 16 and 30 s: about a minute, long enough for a libvirtd restart on a busy host.
+    attempts: int = 6  # in all, the first included
     first_delay: float = 2.0  # seconds before the second attempt, doubling each time
     max_delay: float = 30.0
 

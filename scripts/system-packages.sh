@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages kvmweb needs, skipping those already present.
 #   scripts/system-packages.sh run    what `make run` needs
-#   scripts/system-packages.sh test   plus a real libvirtd, QEMU, dnsmasq and chromium for the tests
+#   scripts/system-packages.sh test   plus a real libvirtd, QEMU, dnsmasq, chromium and PostgreSQL server binaries for the tests
 #   scripts/system-packages.sh postgres   a PostgreSQL server (CI runs the database layers on it too)
 set -euo pipefail
 
 RUN_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients redis-server)
 TEST_PACKAGES=(
     libvirt-daemon-system qemu-system-x86 dnsmasq-base iptables iproute2 busybox-static xz-utils
-    chromium
+    chromium postgresql
 )
 
 wanted=("${RUN_PACKAGES[@]}")

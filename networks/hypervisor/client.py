@@ -3,6 +3,12 @@
 The test driver keeps its state per process for as long as a connection is open, so a
 long-lived worker process must keep its connection: we cache one per URI and reopen it
 only when it is dead. Connections are never shared across processes (Celery prefork).
+
+No call may hold a worker thread forever (Celery's time limits do not apply to its thread
+pool): opening a connection is bounded by `call_timeout`, and every open remote connection
+runs libvirt keepalive, which closes it when the host stops answering for about that long,
+so the call in progress fails with a retryable HostUnreachable. Keepalive needs libvirt's
+event loop, which this module registers and runs in a daemon thread before any open.
 """
 
 from __future__ import annotations
@@ -51,7 +57,9 @@ _AUTHORITY = re.compile(
     r"(?::(?P<port>[0-9]{1,5}))?"
 )
 _TLS_PRIORITY = re.compile(r"[A-Za-z0-9:+!%._@-]{1,200}")
-KEEPALIVE_INTERVAL_S = 5
+# The default of KVMWEB_HOST_CALL_TIMEOUT: the services pass the configured value.
+DEFAULT_CALL_TIMEOUT_S = 30
+# libvirt closes a connection after interval x (count + 1) seconds without an answer.
 KEEPALIVE_COUNT = 3
 
 # Errors that say the host could not be reached or the connection broke: trying again later
@@ -297,6 +305,11 @@ def _is_connection_failure(error: libvirt.libvirtError) -> bool:
     code = error.get_error_code()
     if code in _RETRYABLE_CODES:
         return True
+    # The client's RPC layer reports a connection it closed (the daemon went away, keepalive
+    # gave up on it) as an internal error: "client socket is closed", "connection closed due
+    # to keepalive timeout". Errors the daemon sends back carry their driver's domain instead.
+    if code == libvirt.VIR_ERR_INTERNAL_ERROR and error.get_error_domain() == libvirt.VIR_FROM_RPC:
+        return True
     return code == libvirt.VIR_ERR_SYSTEM_ERROR and error.get_error_domain() in _CONNECTION_DOMAINS
 
 
@@ -312,6 +325,13 @@ def libvirt_errors() -> Iterator[None]:
 _cache: dict[str, libvirt.virConnect] = {}
 _cache_pid = os.getpid()
 _cache_lock = threading.Lock()
+# One lock per URI: opening a connection to one host never waits for another host's open.
+_uri_locks: dict[str, threading.Lock] = {}
+# URIs whose open did not return within its bound; its thread still waits for the host.
+_pending_opens: set[str] = set()
+_event_loop_lock = threading.Lock()
+_event_loop_registered = False
+_event_loop_pid: int | None = None
 
 
 def _silence_default_error_handler() -> None:
@@ -319,29 +339,71 @@ def _silence_default_error_handler() -> None:
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+def _ensure_event_loop() -> None:
+    """Register libvirt's default event loop once per process and run it in a daemon thread
+    (again in a forked child: threads do not survive a fork). Without it libvirt refuses
+    keepalive, and a connection whose daemon died is only noticed by the next call."""
+    global _event_loop_registered, _event_loop_pid
+    with _event_loop_lock:
+        if _event_loop_pid == os.getpid():
+            return
+        if not _event_loop_registered:
+            libvirt.virEventRegisterDefaultImpl()
+            _event_loop_registered = True
+        threading.Thread(target=_run_event_loop, name="libvirt-event-loop", daemon=True).start()
+        _event_loop_pid = os.getpid()
+
+
+def _run_event_loop() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
 def connect(
     uri: str,
     *,
     test_driver_dirs: Sequence[str] = DEFAULT_TEST_DRIVER_DIRS,
     uri_paths_allowed: Sequence[str] = DEFAULT_URI_PATHS_ALLOWED,
+    call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
 ) -> libvirt.virConnect:
     """An open connection to `uri`, reused within this process while it is alive.
 
     The URI is checked first, every time (see validate_uri), so a URI stored before a
-    rule tightened fails with InvalidUri instead of being opened.
+    rule tightened fails with InvalidUri instead of being opened. A host that does not
+    answer within `call_timeout` seconds raises HostUnreachable (retryable).
     """
-    global _cache_pid
     uri = validate_uri(uri, test_driver_dirs=test_driver_dirs, uri_paths_allowed=uri_paths_allowed)
-    with _cache_lock:
-        if _cache_pid != os.getpid():
-            _cache.clear()  # inherited from a parent process: never reuse
-            _cache_pid = os.getpid()
-        conn = _cache.get(uri)
+    with _uri_lock(uri):
+        with _cache_lock:
+            conn = _cache.get(uri)
         if conn is not None and _is_alive(conn):
             return conn
-        conn = _open(uri)
-        _cache[uri] = conn
+        if conn is not None:
+            _forget(uri, conn)  # dead: its daemon restarted or keepalive gave up on it
+        conn = _open_within(uri, call_timeout)
+        with _cache_lock:
+            _cache[uri] = conn
         return conn
+
+
+def _uri_lock(uri: str) -> threading.Lock:
+    global _cache_pid
+    with _cache_lock:
+        if _cache_pid != os.getpid():
+            # Inherited from a parent process: never reuse its connections or locks.
+            _cache.clear()
+            _uri_locks.clear()
+            _pending_opens.clear()
+            _cache_pid = os.getpid()
+        return _uri_locks.setdefault(uri, threading.Lock())
+
+
+def _forget(uri: str, conn: libvirt.virConnect) -> None:
+    with _cache_lock:
+        if _cache.get(uri) is conn:
+            del _cache[uri]
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()
 
 
 def _is_alive(conn: libvirt.virConnect) -> bool:
@@ -351,7 +413,67 @@ def _is_alive(conn: libvirt.virConnect) -> bool:
         return False
 
 
-def _open(uri: str) -> libvirt.virConnect:
+def _open_within(uri: str, timeout: float) -> libvirt.virConnect:
+    """_open in a thread of its own, waited for at most `timeout` seconds.
+
+    libvirt cannot interrupt an open whose host accepted the connection and never answers:
+    the thread is left waiting (it closes what it gets, should the host ever answer), and
+    until it returns every new attempt on that URI fails at once, so one hung host holds
+    at most one thread of this process.
+    """
+    _ensure_event_loop()
+    with _cache_lock:
+        if uri in _pending_opens:
+            raise HostUnreachable(
+                f"Cannot connect to {redact_uri(uri)}: an earlier connection attempt still has no answer."
+            )
+    attempt = _OpenAttempt(uri, timeout)
+    threading.Thread(target=attempt.run, name="libvirt-open", daemon=True).start()
+    return attempt.result()
+
+
+class _OpenAttempt:
+    """One open of `uri` in its own thread; whichever of the opener and the waiter comes
+    second decides: the waiter takes the connection, or the opener closes it."""
+
+    def __init__(self, uri: str, timeout: float):
+        self.uri, self.timeout = uri, timeout
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.conn: libvirt.virConnect | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            conn = _open(self.uri, self.timeout)
+        except BaseException as error:  # handed to the waiting thread
+            conn, self.error = None, error
+        with self.lock:
+            self.conn = conn
+            self.done.set()
+            abandoned = self.abandoned
+        if abandoned:
+            with _cache_lock:
+                _pending_opens.discard(self.uri)
+            if conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
+
+    def result(self) -> libvirt.virConnect:
+        self.done.wait(self.timeout)
+        with self.lock:
+            if not self.done.is_set():
+                self.abandoned = True
+                with _cache_lock:
+                    _pending_opens.add(self.uri)
+                raise HostUnreachable(f"Cannot connect to {redact_uri(self.uri)}: no answer within {self.timeout:g} s.")
+        if self.error is not None:
+            raise self.error
+        return self.conn
+
+
+def _open(uri: str, call_timeout: float) -> libvirt.virConnect:
     _silence_default_error_handler()
     try:
         conn = libvirt.open(uri)
@@ -362,10 +484,16 @@ def _open(uri: str) -> libvirt.virConnect:
         raise failure(
             brief_message(f"Cannot connect to {redact_uri(uri)}: {message}"), code=error.get_error_code()
         ) from error
-    # Detects dead remote hosts; local drivers do not support keepalive and refuse it.
+    # Bounds every later call: a host silent for about call_timeout seconds is dropped.
+    # Drivers that run in this process (test:///) have no peer and refuse keepalive.
     with contextlib.suppress(libvirt.libvirtError):
-        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+        conn.setKeepAlive(keepalive_interval(call_timeout), KEEPALIVE_COUNT)
     return conn
+
+
+def keepalive_interval(call_timeout: float) -> int:
+    """Seconds between keepalive probes so that a silent host is dropped within `call_timeout`."""
+    return max(1, int(call_timeout // (KEEPALIVE_COUNT + 1)))
 
 
 def disconnect(uri: str) -> None:

@@ -30,8 +30,8 @@ def read_host(conn: libvirt.virConnect) -> HostInventory:
     """Everything kvmweb mirrors about a host. Optional parts that fail become warnings."""
     warnings: list[str] = []
     with libvirt_errors():
-        networks = tuple(read_network(net) for net in conn.listAllNetworks())
-        guests = tuple(read_guest(dom) for dom in conn.listAllDomains())
+        networks = _read_each(conn.listAllNetworks(), read_network, "network", warnings)
+        guests = _read_each(conn.listAllDomains(), read_guest, "guest", warnings)
     return HostInventory(
         facts=read_facts(conn, warnings),
         networks=networks,
@@ -39,6 +39,31 @@ def read_host(conn: libvirt.virConnect) -> HostInventory:
         devices=read_devices(conn, warnings),
         warnings=tuple(warnings),
     )
+
+
+# Codes libvirt gives a call on an object removed since it was listed.
+_GONE = {libvirt.VIR_ERR_NO_NETWORK, libvirt.VIR_ERR_NO_DOMAIN}
+
+
+def _read_each(objects, read, what: str, warnings: list[str]) -> tuple:
+    """Read each listed object; one removed between the listing and its read (someone
+    undefined it meanwhile) is skipped with a warning instead of failing the whole sync."""
+    found = []
+    for obj in objects:
+        try:
+            found.append(read(obj))
+        except libvirt.libvirtError as error:
+            if error.get_error_code() not in _GONE:
+                raise
+            warnings.append(f"{what} {_name_of(obj)} disappeared while the host was read; skipped")
+    return tuple(found)
+
+
+def _name_of(obj) -> str:
+    try:
+        return obj.name()  # kept client-side: answers even once the object is gone
+    except libvirt.libvirtError:
+        return "(unknown)"
 
 
 def read_network(net: libvirt.virNetwork) -> NetworkInfo:

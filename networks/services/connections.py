@@ -29,4 +29,4 @@ def validate_host_uri(uri: str) -> str:
 def host_connection(host: Host):
     """The worker's connection to `host`. A stored URI that the rules no longer accept
     raises InvalidUri (a permanent HypervisorError), which fails the operation."""
-    return client.connect(host.uri, **uri_rules())
+    return client.connect(host.uri, **uri_rules(), call_timeout=settings.KVMWEB_HOST_CALL_TIMEOUT)

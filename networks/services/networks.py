@@ -14,7 +14,7 @@ from networks.operation_kinds import operation_kind
 from .connections import host_connection
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from .permissions import authorize
-from .sync import mirror_network
+from .sync import mirror_network, remirror_on_failure
 
 NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
 
@@ -69,11 +69,13 @@ def network_start_run(operation: Operation, progress: Progress) -> Outcome:
     """Start the network, then re-plug running guests that were attached to it while it was down."""
     conn = _connect(operation, progress)
     progress.step(40, f"Starting network {operation.target_name}")
-    info = hv_networks.start_network(conn, operation.target_name)
-    captured = hv_restart.interfaces_on_network(conn, operation.target_name)
-    if captured:
-        progress.step(60, f"Re-plugging {len(captured)} guest interface(s)")
-    replugged = hv_restart.reattach_missing(conn, operation.target_name, info.bridge, captured)
+    with remirror_on_failure(operation) as guard:
+        guard.touch()
+        info = hv_networks.start_network(conn, operation.target_name)
+        captured = hv_restart.interfaces_on_network(conn, operation.target_name)
+        if captured:
+            progress.step(60, f"Re-plugging {len(captured)} guest interface(s)")
+        replugged = hv_restart.reattach_missing(conn, operation.target_name, info.bridge, captured)
     for item in replugged:
         progress.log(f"{item.domain} {item.mac}: {item.method if item.ok else 'not re-plugged: ' + item.error}")
     mirror_network(operation.host, info)
@@ -89,7 +91,9 @@ def network_stop_run(operation: Operation, progress: Progress) -> Outcome:
     conn = _connect(operation, progress)
     before = hv_networks.get_network(conn, operation.target_name)
     progress.step(40, f"Stopping network {operation.target_name}")
-    info = hv_networks.stop_network(conn, operation.target_name)
+    with remirror_on_failure(operation) as guard:
+        guard.touch()
+        info = hv_networks.stop_network(conn, operation.target_name)
     if info.persistent:
         mirror_network(operation.host, info)
     else:
@@ -102,7 +106,9 @@ def network_autostart_run(operation: Operation, progress: Progress) -> Outcome:
     conn = _connect(operation, progress)
     enabled = bool(operation.params.get("enabled"))
     progress.step(40, f"Setting autostart {'on' if enabled else 'off'}")
-    info = hv_networks.set_network_autostart(conn, operation.target_name, enabled)
+    with remirror_on_failure(operation) as guard:
+        guard.touch()
+        info = hv_networks.set_network_autostart(conn, operation.target_name, enabled)
     mirror_network(operation.host, info)
     return Outcome({"autostart": info.autostart})
 
@@ -112,7 +118,9 @@ def network_undefine_run(operation: Operation, progress: Progress) -> Outcome:
     conn = _connect(operation, progress)
     before_xml = _current_xml(conn, operation.target_name)
     progress.step(40, f"Stopping and undefining {operation.target_name}")
-    hv_networks.undefine_network(conn, operation.target_name)
+    with remirror_on_failure(operation) as guard:  # a failed undefine may have stopped it
+        guard.touch()
+        hv_networks.undefine_network(conn, operation.target_name)
     operation.host.networks.filter(name=operation.target_name).delete()
     return Outcome({"undefined": True}, before_xml=before_xml)
 
@@ -122,7 +130,9 @@ def network_create_run(operation: Operation, progress: Progress) -> Outcome:
     conn = _connect(operation, progress)
     params = operation.params
     progress.step(40, f"Defining network {operation.target_name}")
-    info = hv_networks.define_network(conn, params["xml"], start=params["start"], autostart=params["autostart"])
+    with remirror_on_failure(operation) as guard:  # define undoes itself, unless its undo fails
+        guard.touch()
+        info = hv_networks.define_network(conn, params["xml"], start=params["start"], autostart=params["autostart"])
     network = mirror_network(operation.host, info)
     Operation.objects.filter(pk=operation.pk).update(network=network)
     return Outcome({"active": info.active, "network_id": network.pk}, after_xml=info.inactive_xml)

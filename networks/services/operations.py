@@ -20,7 +20,7 @@ import threading
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -31,6 +31,7 @@ from networks.hypervisor.errors import HypervisorError, brief_message
 from networks.models import Host, Network, Operation
 
 from .audit import actor_name, audit_record
+from .db_retry import retry_write
 from .permissions import authorize, operation_action
 
 logger = logging.getLogger(__name__)
@@ -210,19 +211,24 @@ class Progress:
     def __init__(self, operation: Operation):
         self.operation = operation
 
+    # Each write waits out a short database outage (db_retry): a worker that changed a host
+    # must still be able to say so once the database is back.
     def step(self, percent: int, text: str) -> None:
-        Operation.objects.filter(pk=self.operation.pk).update(progress=max(0, min(100, percent)), step=text[:255])
+        rows = Operation.objects.filter(pk=self.operation.pk)
+        retry_write(lambda: rows.update(progress=max(0, min(100, percent)), step=text[:255]))
         self.log(text)
 
     def log(self, line: str) -> None:
         stamped = f"{timezone.now():%H:%M:%S} {line}\n"
-        Operation.objects.filter(pk=self.operation.pk).update(log=Concat("log", Value(stamped)))
+        rows = Operation.objects.filter(pk=self.operation.pk)
+        retry_write(lambda: rows.update(log=Concat("log", Value(stamped))))
 
     def checkpoint(self, **state) -> None:
         """Record what a recovery needs, BEFORE the destructive step it describes: written and
         committed at once, so a worker killed right after still leaves it in the row."""
         self.operation.checkpoint = {**self.operation.checkpoint, **state}
-        Operation.objects.filter(pk=self.operation.pk).update(checkpoint=self.operation.checkpoint)
+        rows = Operation.objects.filter(pk=self.operation.pk)
+        retry_write(lambda: rows.update(checkpoint=self.operation.checkpoint))
 
 
 class Outcome:
@@ -285,11 +291,13 @@ def heartbeat(operation_id: int):
     stop = threading.Event()
 
     def beat() -> None:
+        rows = Operation.objects.filter(pk=operation_id, status=OperationStatus.RUNNING)
         try:
             while not stop.wait(settings.KVMWEB_HEARTBEAT_SECONDS):
-                Operation.objects.filter(pk=operation_id, status=OperationStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+                try:
+                    rows.update(heartbeat_at=timezone.now())
+                except DatabaseError:  # the database is away: keep beating once it is back
+                    connection.close()
         finally:
             connection.close()  # this thread's own database connection
 
@@ -303,30 +311,37 @@ def heartbeat(operation_id: int):
 
 
 def _finish(operation: Operation, status: str, outcome: Outcome, error: str = "", step: str = "") -> Operation:
-    operation.refresh_from_db()
-    operation.status = status
-    operation.finished_at = timezone.now()
-    operation.result = outcome.result
+    """End the row and audit the outcome, waiting out a short database outage (the host has
+    changed already: the record of it must land)."""
     error = brief_message(error)  # shown on pages and the API: no quoted file lines, no huge echo
-    operation.error = error
-    operation.progress = 100 if status == OperationStatus.SUCCEEDED else operation.progress
-    operation.step = step[:255] or ("Done" if status == OperationStatus.SUCCEEDED else "Failed")
-    operation.save(update_fields=["status", "finished_at", "result", "error", "progress", "step"])
-    Progress(operation).log(f"{status}: {error}" if error else status)
-    audit_record(
-        action=f"{operation.kind}.{status}",
-        source=AuditSource.TASK,
-        actor=operation.requested_by,
-        host=operation.host,
-        object_type="host" if operation.kind == OperationKind.HOST_SYNC else "network",
-        object_name=operation.target_name or operation.host_name,
-        message=operation.message,
-        operation=operation,
-        before_xml=outcome.before_xml,
-        after_xml=outcome.after_xml,
-        detail=error,
-    )
+    retry_write(lambda: _finish_write(operation, status, outcome, error, step))
     return operation
+
+
+def _finish_write(operation: Operation, status: str, outcome: Outcome, error: str, step: str) -> None:
+    with transaction.atomic():
+        operation.refresh_from_db()
+        operation.status = status
+        operation.finished_at = timezone.now()
+        operation.result = outcome.result
+        operation.error = error
+        operation.progress = 100 if status == OperationStatus.SUCCEEDED else operation.progress
+        operation.step = step[:255] or ("Done" if status == OperationStatus.SUCCEEDED else "Failed")
+        operation.log += f"{timezone.now():%H:%M:%S} {status}{': ' + error if error else ''}\n"
+        operation.save(update_fields=["status", "finished_at", "result", "error", "progress", "step", "log"])
+        audit_record(
+            action=f"{operation.kind}.{status}",
+            source=AuditSource.TASK,
+            actor=operation.requested_by,
+            host=operation.host,
+            object_type="host" if operation.kind == OperationKind.HOST_SYNC else "network",
+            object_name=operation.target_name or operation.host_name,
+            message=operation.message,
+            operation=operation,
+            before_xml=outcome.before_xml,
+            after_xml=outcome.after_xml,
+            detail=error,
+        )
 
 
 def operation_cancel(*, operation: Operation, actor, source: str) -> Operation:

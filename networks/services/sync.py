@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from datetime import UTC, datetime
 
 from django.db import transaction
 from django.utils import timezone
 
-from networks.choices import HostStatus, OperationKind
+from networks.choices import ACTIVE_STATUSES, AuditSource, HostStatus, OperationKind
 from networks.hypervisor import inventory
-from networks.hypervisor.errors import HypervisorError, brief_message
+from networks.hypervisor import networks as hv_networks
+from networks.hypervisor.errors import HypervisorError, NotFound, brief_message
 from networks.hypervisor.types import GuestInfo, HostInventory, NetworkInfo, NodeDeviceInfo
 from networks.models import (
     DhcpLease,
@@ -30,7 +33,9 @@ from networks.operation_kinds import HOST, operation_kind
 
 from .connections import host_connection
 from .drift import xml_differs
-from .operations import Outcome, Progress
+from .operations import Outcome, Progress, host_lock_key, operation_request
+
+logger = logging.getLogger(__name__)
 
 
 @operation_kind(OperationKind.HOST_SYNC, lock=HOST)
@@ -85,7 +90,14 @@ def _mirror_facts(host: Host, found: HostInventory, now) -> None:
 
 
 def mirror_network(host: Host, info: NetworkInfo, now=None) -> Network:
-    """Write one network and replace its children with what the host reported."""
+    """Write one network and replace its children with what the host reported, in one
+    transaction: a reader never sees the network without its reservations, and a failure
+    part way leaves the previous mirror whole."""
+    with transaction.atomic():
+        return _write_network(host, info, now)
+
+
+def _write_network(host: Host, info: NetworkInfo, now) -> Network:
     network, _ = Network.objects.update_or_create(
         host=host,
         name=info.name,
@@ -133,6 +145,56 @@ def _replace_network_children(network: Network, info: NetworkInfo) -> None:
         ForwardInterface(network=network, **vars(fwd)) for fwd in info.forward_interfaces
     )
     DhcpLease.objects.bulk_create(_lease_row(network, lease) for lease in info.leases)
+
+
+class Touched:
+    """Set by a run function just before its first change to the host (`guard.touch()`)."""
+
+    def __init__(self):
+        self.host_changed = False
+
+    def touch(self) -> None:
+        self.host_changed = True
+
+
+@contextlib.contextmanager
+def remirror_on_failure(operation: Operation):
+    """Whatever stops a run after it changed the host, the mirror is re-read before the
+    operation ends: the network is mirrored again from the host, or, when the host cannot
+    be read, a host sync is requested. A run that failed before changing anything leaves
+    the mirror alone (it is still right, and an unreachable host is not asked twice)."""
+    guard = Touched()
+    try:
+        yield guard
+    except BaseException:
+        if guard.host_changed:
+            remirror_network(operation)
+        raise
+
+
+def remirror_network(operation: Operation) -> None:
+    """Mirror `operation`'s network as the host now has it; request a host sync if that fails."""
+    host, name = operation.host, operation.target_name
+    try:
+        info = hv_networks.get_network(host_connection(host), name)
+    except NotFound:
+        host.networks.filter(name=name).delete()
+        return
+    except HypervisorError as error:
+        logger.warning("Re-reading %s on %s failed (%s): requesting a sync", name, host.name, error)
+        request_host_sync(host, f"re-read after operation #{operation.pk} stopped part way")
+        return
+    mirror_network(host, info)
+
+
+def request_host_sync(host: Host, message: str) -> None:
+    """Queue a sync of `host` as the system, unless one is already waiting or running."""
+    pending = Operation.objects.filter(host=host, kind=OperationKind.HOST_SYNC, status__in=ACTIVE_STATUSES)
+    if not pending.exists():
+        operation_request(
+            kind=OperationKind.HOST_SYNC, host=host, actor=None, source=AuditSource.SYSTEM,
+            lock_key=host_lock_key(host), target_name=host.name, object_type="host", message=message,
+        )  # fmt: skip
 
 
 def _lease_row(network: Network, lease) -> DhcpLease:

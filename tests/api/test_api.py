@@ -2,6 +2,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from networks.models import AuditEvent, Host, Network, Operation
+from networks.services.audit import audit_record
 from networks.services.operations import operation_run
 
 
@@ -84,8 +85,14 @@ def test_create_network_validates_before_queueing(api, demo_host):
 
 
 def test_audit_log_lists_events_newest_first(api, demo_host):
+    for step in ("first", "second", "third"):
+        audit_record(action=f"test.{step}", source="api", object_type="host", object_name="demo", host=demo_host)
     events = api.get("/api/audit/").json()["results"]
-    assert events[0]["action"] == "host.sync.succeeded"
+    assert [e["action"] for e in events[:3]] == ["test.third", "test.second", "test.first"]
+    assert len(events) == AuditEvent.objects.count() > 3
+    stamps = [e["created_at"] for e in events]
+    assert stamps == sorted(stamps, reverse=True)
+    assert events[3]["action"] == "host.sync.succeeded"  # the demo host's first sync came before
     assert {"actor_name", "source", "action", "before_xml", "after_xml", "operation"} <= set(events[0])
 
 

@@ -260,6 +260,24 @@ class PrivateLibvirtd:
         self._wait_until_ready()
         return time.monotonic() - t0
 
+    def stop_libvirtd(self) -> None:
+        """Stop libvirtd alone (SIGTERM, by PID), as a crash or an upgrade does; guests keep
+        running. start_libvirtd() brings it back."""
+        self._terminate("libvirtd")
+
+    def start_libvirtd(self) -> float:
+        """Start libvirtd again after stop_libvirtd(); returns the seconds until it answered."""
+        t0 = time.monotonic()
+        self._start_libvirtd()
+        self._wait_until_ready()
+        return time.monotonic() - t0
+
+    def freeze_libvirtd(self, frozen: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) libvirtd: it keeps its socket and connections but answers
+        nothing, like a hung host."""
+        self._check_alive("libvirtd")
+        os.kill(self.pids["libvirtd"], signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def sighup_libvirtd(self) -> None:
         """SIGHUP makes libvirtd reload config and pick up new hooks."""
         self._check_alive("libvirtd")

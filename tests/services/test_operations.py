@@ -1,8 +1,11 @@
 import pytest
+from django.conf import settings
 from django.db import transaction
 
+from networks import tasks
 from networks.choices import AuditSource, OperationStatus
-from networks.models import AuditEvent, Network, Operation
+from networks.hypervisor.errors import HypervisorError
+from networks.models import AuditEvent, Host, Network, Operation
 from networks.models.audit import AppendOnlyError
 from networks.services import networks as network_services
 from networks.services.operations import (
@@ -64,10 +67,54 @@ def test_a_failed_operation_records_libvirts_error(default_network, admin, demo_
     assert event.actor_name == "alice" and "does not exist" in event.detail
 
 
-def test_operations_are_enqueued_only_after_commit(default_network, admin, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
-        network_services.network_request_stop(network=default_network, actor=admin, source=AuditSource.WEB)
-    assert len(callbacks) == 1
+@pytest.fixture
+def sent(monkeypatch):
+    """What was handed to the broker: (args, queue) of each run_operation message."""
+    messages = []
+    monkeypatch.setattr(tasks.run_operation, "apply_async", lambda args, queue: messages.append((args, queue)))
+    return messages
+
+
+def test_operations_are_enqueued_only_after_commit(default_network, admin, django_capture_on_commit_callbacks, sent):
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        operation = network_services.network_request_stop(network=default_network, actor=admin, source="web")
+        assert sent == []  # inside the transaction nothing has reached the broker
+    assert sent == [([operation.pk], settings.CELERY_TASK_DEFAULT_QUEUE)]
+    assert Operation.objects.get(pk=operation.pk).dispatched_at is not None
+
+
+def test_a_rolled_back_request_sends_nothing(default_network, admin, django_capture_on_commit_callbacks, sent):
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError), transaction.atomic():
+        network_services.network_request_stop(network=default_network, actor=admin, source="web")
+        raise RuntimeError("the caller fails after the request")
+    assert sent == [] and not Operation.objects.filter(kind="network.stop").exists()
+
+
+def test_an_operation_goes_to_its_hosts_own_queue(default_network, admin, django_capture_on_commit_callbacks, sent):
+    Host.objects.filter(pk=default_network.host_id).update(queue="kvm-rack7")
+    default_network.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        operation = network_services.network_request_stop(network=default_network, actor=admin, source="web")
+    assert sent == [([operation.pk], "kvm-rack7")]
+
+
+def test_a_start_that_fails_after_starting_still_mirrors_the_running_network(default_network, admin, monkeypatch):
+    from networks.hypervisor import restart as hv_restart
+
+    assert operation_run(
+        network_services.network_request_stop(network=default_network, actor=admin, source="web").pk
+    ).status == OperationStatus.SUCCEEDED  # fmt: skip
+    default_network.refresh_from_db()
+    assert not default_network.active
+
+    def replug_crashes(*args, **kwargs):  # injected: a failure after the network was started
+        raise HypervisorError("injected: re-plug failed")
+
+    monkeypatch.setattr(hv_restart, "reattach_missing", replug_crashes)
+    start = network_services.network_request_start(network=default_network, actor=admin, source="web")
+    assert operation_run(start.pk).status == OperationStatus.FAILED
+    default_network.refresh_from_db()
+    assert default_network.active  # the host runs it: the mirror says so
 
 
 def test_audit_events_cannot_be_changed_or_deleted(default_network, admin):

@@ -1,21 +1,43 @@
+import re
+
+import libvirt
 import pytest
+from lxml import etree
 
 from networks.choices import AuditSource, HostStatus, OperationStatus
 from networks.hypervisor import client, inventory
-from networks.models import AuditEvent, DhcpReservation, Guest, Network, NodeDevice
+from networks.models import AuditEvent, DhcpReservation, DnsRecord, Guest, Network, NodeDevice
+from networks.operation_kinds import RetryPolicy
 from networks.services import hosts as host_services
+from networks.services import operations, sync
 from networks.services.operations import RetryLater, operation_run
-from networks.services.sync import mirror_host
-from tests.conftest import run_to_end
+from networks.services.sync import mirror_host, mirror_network
+from tests.conftest import REPO, run_to_end
+from tests.factories import UserFactory
 
 
-def test_a_sync_mirrors_every_network_guest_and_device(demo_host, demo_uri):
-    found = inventory.read_host(client.connect(demo_uri))
+def _fleet():
+    """demo/fleet.xml read here, with lxml, independently of kvmweb's readers."""
+    return etree.parse(str(REPO / "demo" / "fleet.xml")).getroot()
+
+
+def _reservations(network) -> set[tuple[str, str, str]]:
+    return {(h.get("mac", "").lower(), h.get("ip"), h.get("name", "")) for h in network.findall("ip/dhcp/host")}
+
+
+def test_a_sync_mirrors_every_network_guest_and_device(demo_host):
+    fleet = _fleet()
     assert demo_host.status == HostStatus.REACHABLE
-    assert demo_host.libvirt_version == found.facts.libvirt_version
-    assert set(demo_host.networks.values_list("name", flat=True)) == {n.name for n in found.networks}
-    assert set(demo_host.guests.values_list("name", flat=True)) == {g.name for g in found.guests}
-    assert demo_host.node_devices.count() == len(found.devices)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", demo_host.libvirt_version)
+    networks = {n.findtext("name"): n for n in fleet.findall("network")}
+    assert set(demo_host.networks.values_list("name", flat=True)) == set(networks)
+    for network in demo_host.networks.all():
+        mirrored = set(network.dhcp_reservations.values_list("mac", "address", "name"))
+        assert mirrored == _reservations(networks[network.name]), network.name
+    assert set(demo_host.guests.values_list("name", flat=True)) == {d.findtext("name") for d in fleet.findall("domain")}
+    # kvmweb lists PCI and network devices, not the "system" one.
+    wanted = [d for d in fleet.findall("device") if d.find("capability").get("type") in {"pci", "net"}]
+    assert sorted(demo_host.node_devices.values_list("name", flat=True)) == sorted(d.findtext("name") for d in wanted)
 
 
 def test_reservations_keep_their_subnet_and_guests_link_to_their_network(demo_host):
@@ -56,8 +78,8 @@ def test_an_unreachable_host_is_marked_with_its_error_and_the_sync_fails(db, adm
     assert first.status == OperationStatus.QUEUED and "trying again in 2 s" in first.log
     operation = run_to_end(first.pk)
     host.refresh_from_db()
-    assert operation.status == OperationStatus.FAILED and operation.attempts == 4
-    assert operation.log.count("trying again") == 3
+    assert operation.status == OperationStatus.FAILED and operation.attempts == RetryPolicy().attempts
+    assert operation.log.count("trying again") == RetryPolicy().attempts - 1
     assert "Cannot connect" in operation.error
     assert host.status == HostStatus.UNREACHABLE and "Cannot connect" in host.last_error
     assert AuditEvent.objects.filter(action="host.sync.failed", operation=operation).exists()
@@ -67,3 +89,88 @@ def test_a_second_sync_request_returns_the_pending_one(demo_host, admin):
     first = host_services.host_request_sync(host=demo_host, actor=admin, source=AuditSource.WEB)
     second = host_services.host_request_sync(host=demo_host, actor=admin, source=AuditSource.WEB)
     assert first.pk == second.pk
+
+
+# ---------------------------------------------------------------- one network's mirror is one write
+
+
+@pytest.fixture
+def committed_demo_host(transactional_db, monkeypatch, demo_uri):
+    """The demo host in a database whose transactions really commit (no broker: nothing is
+    enqueued, the sync is run here)."""
+    monkeypatch.setattr(operations, "enqueue", lambda operation: None)
+    host = host_services.host_create(name="demo", uri=demo_uri, actor=UserFactory(), source=AuditSource.WEB)
+    operation_run(host.operations.get().pk)
+    return host
+
+
+def test_a_failure_while_mirroring_a_network_leaves_its_previous_rows_whole(committed_demo_host, demo_uri, monkeypatch):
+    demo_host = committed_demo_host
+    default = Network.objects.get(host=demo_host, name="default")
+    before = set(default.dhcp_reservations.values_list("mac", "address"))
+    assert len(before) == 3
+    conn = client.connect(demo_uri)
+    conn.networkLookupByName("default").update(
+        libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, 0,
+        "<host mac='52:54:00:44:00:01' ip='192.168.122.44' name='new'/>",
+        libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+    )  # fmt: skip
+    info = next(n for n in inventory.read_host(conn).networks if n.name == "default")
+
+    def fail(*args, **kwargs):  # injected: the database fails after the old rows were deleted
+        raise RuntimeError("injected: write failed")
+
+    monkeypatch.setattr(DnsRecord.objects, "bulk_create", fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        mirror_network(demo_host, info)
+    default.refresh_from_db()
+    assert set(default.dhcp_reservations.values_list("mac", "address")) == before
+    assert default.ips.count() == 1 and default.dns_records.count() == 3
+    assert "192.168.122.44" not in default.live_xml  # the network row was not half-written either
+
+
+# ---------------------------------------------------------------- objects removed during a sync
+
+
+class RacingConnection:
+    """The test driver's connection, where someone undefines an object right after kvmweb
+    listed it (an injected race: the listing and the removal are both real libvirt calls)."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def listAllNetworks(self, *args):
+        listed = self._conn.listAllNetworks(*args)
+        gone = self._conn.networkLookupByName("isolated")
+        gone.destroy()
+        gone.undefine()
+        return listed
+
+    def listAllDomains(self, *args):
+        listed = self._conn.listAllDomains(*args)
+        self._conn.lookupByName("build01").undefine()  # shut off: undefining removes it
+        return listed
+
+
+def test_an_object_removed_between_listing_and_reading_is_skipped_and_the_rest_syncs(
+    demo_host, demo_uri, admin, monkeypatch
+):
+    racing = RacingConnection(client.connect(demo_uri))
+    monkeypatch.setattr(sync, "host_connection", lambda host: racing)
+    operation = host_services.host_request_sync(host=demo_host, actor=admin, source=AuditSource.WEB)
+    finished = operation_run(operation.pk)
+    assert finished.status == OperationStatus.SUCCEEDED, finished.error
+    demo_host.refresh_from_db()
+    fleet = _fleet()
+    assert set(demo_host.networks.values_list("name", flat=True)) == {
+        n.findtext("name") for n in fleet.findall("network")
+    } - {"isolated"}
+    assert set(demo_host.guests.values_list("name", flat=True)) == {
+        d.findtext("name") for d in fleet.findall("domain")
+    } - {"build01"}
+    warnings = " ".join(demo_host.sync_warnings)
+    assert "network isolated disappeared" in warnings and "guest build01 disappeared" in warnings
+    assert "network isolated disappeared" in finished.log

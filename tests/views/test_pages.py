@@ -1,7 +1,12 @@
+import libvirt
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from networks.hypervisor import client, inventory
 from networks.models import AuditEvent, Guest, Host, Network, Operation
+from networks.services.sync import mirror_host
 
 PAGES = [
     ("networks:dashboard", None),
@@ -50,11 +55,50 @@ def test_the_network_page_shows_what_the_host_has(logged_in, demo_host):
         assert expected in page
 
 
-def test_pages_use_a_bounded_number_of_queries(logged_in, demo_host, django_assert_max_num_queries):
+def _grow(conn, start: int, count: int) -> None:
+    """`count` more networks, guests and reservations on the demo host (the test driver)."""
+    default = conn.networkLookupByName("default")
+    for n in range(start, start + count):
+        conn.networkDefineXML(
+            f"<network><name>grow{n}</name><bridge name='gr{n}'/>"
+            f"<ip address='10.{n}.0.1' netmask='255.255.255.0'><dhcp><host mac='52:54:00:77:00:{n:02x}' "
+            f"ip='10.{n}.0.5' name='h{n}'/></dhcp></ip></network>"
+        ).create()
+        conn.defineXML(
+            f"<domain type='test'><name>vm{n}</name><memory>1024</memory><os><type>hvm</type></os><devices>"
+            f"<interface type='network'><mac address='52:54:00:78:00:{n:02x}'/><source network='default'/>"
+            "</interface></devices></domain>"
+        )
+        default.update(
+            libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, 0,
+            f"<host mac='52:54:00:79:00:{n:02x}' ip='192.168.122.{100 + n}' name='r{n}'/>",
+            libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+        )  # fmt: skip
+
+
+def _queries(logged_in, url: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert logged_in.get(url).status_code == 200, url
+    return len(queries)
+
+
+def test_a_page_makes_as_many_queries_for_3n_rows_as_for_n(logged_in, demo_host, demo_uri):
+    conn = client.connect(demo_uri)
     network = Network.objects.get(host=demo_host, name="default")
-    for url in [reverse("networks:network_list"), network.get_absolute_url(), demo_host.get_absolute_url()]:
-        with django_assert_max_num_queries(25):
-            logged_in.get(url)
+    urls = [
+        reverse("networks:network_list"),
+        reverse("networks:guest_list"),
+        network.get_absolute_url(),
+        demo_host.get_absolute_url(),
+    ]
+    _grow(conn, 1, 5)
+    mirror_host(demo_host, inventory.read_host(conn))
+    at_n = {url: _queries(logged_in, url) for url in urls}
+    _grow(conn, 6, 10)
+    mirror_host(demo_host, inventory.read_host(conn))
+    assert network.dhcp_reservations.count() == 3 + 15 and demo_host.networks.count() == 7 + 15
+    at_3n = {url: _queries(logged_in, url) for url in urls}
+    assert at_3n == at_n
 
 
 def test_sync_now_is_post_only_and_creates_an_operation(logged_in, demo_host):

@@ -23,9 +23,10 @@ from networks.models import DhcpReservation, Network, Operation
 from networks.operation_kinds import operation_kind
 
 from ..connections import host_connection
+from ..drift import xml_differs
 from ..operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from ..permissions import authorize
-from ..sync import mirror_network
+from ..sync import mirror_network, remirror_on_failure
 from . import bulk
 from .common import UpdatePlan, invalid
 from .dhcp import DhcpHostSection, DhcpRangeSection
@@ -176,15 +177,17 @@ def network_update_run(operation: Operation, progress: Progress) -> Outcome:
     except ValidationError as error:
         raise OperationRejected(f"The network changed since the request: {_flatten(error)}") from None
     progress.step(50, f"{plan.summary} ({scope})")
-    after = hv_updates.update_network(
-        conn,
-        operation.target_name,
-        command=plan.command,
-        section=plan.section,
-        fragment=plan.fragment,
-        parent_index=plan.parent_index,
-        scope=scope,
-    )
+    with remirror_on_failure(operation) as guard:
+        guard.touch()
+        after = hv_updates.update_network(
+            conn,
+            operation.target_name,
+            command=plan.command,
+            section=plan.section,
+            fragment=plan.fragment,
+            parent_index=plan.parent_index,
+            scope=scope,
+        )
     progress.step(90, "Updating the mirror")
     mirror_network(operation.host, after)
     before_xml, after_xml = (
@@ -209,15 +212,18 @@ class BulkPreview:
     invalid: int
     seconds_by_strategy: dict[str, float]
     live_effect: Effect
+    present: int = 0  # rows the network already has exactly: reported, not sent again
 
 
 def network_bulk_preview(*, network: Network, csv_text: str) -> BulkPreview:
     rows, _ = bulk.check_rows(bulk.parse_csv(csv_text), xml.parse_network(network.live_xml))
     valid = sum(row.ok for row in rows)
+    present = sum(row.present for row in rows)
     return BulkPreview(
         rows=rows,
         valid=valid,
-        invalid=len(rows) - valid,
+        invalid=len(rows) - valid - present,
+        present=present,
         seconds_by_strategy={
             s: bulk.predicted_seconds(valid, forward_mode=network.forward_mode, strategy=s) for s in bulk.STRATEGIES
         },
@@ -230,12 +236,16 @@ def network_bulk_preview(*, network: Network, csv_text: str) -> BulkPreview:
 def network_request_bulk_import(
     *, network: Network, csv_text: str, strategy: str, actor, source: str, message: str = ""
 ) -> Operation:
-    """One Operation that adds every valid row; invalid rows are reported, never sent."""
+    """One Operation that adds every valid row; invalid rows are reported, never sent, and
+    rows the network already has are reported as already present (an import run again
+    after an interruption sends only what is missing)."""
     authorize(actor=actor, action="network.bulk_import", host=network.host, source=source, object_name=network.name)
     if strategy not in bulk.STRATEGIES:
         raise invalid("strategy", f"Choose one of {', '.join(bulk.STRATEGIES)}.")
     preview = network_bulk_preview(network=network, csv_text=csv_text)
     if not preview.valid:
+        if preview.present and not preview.invalid:
+            raise invalid("csv", "Every row of this file is already on the network: nothing to import.")
         raise invalid("csv", "No row of this file can be imported.")
     scope = effective_scope(
         "both" if strategy == "live" else "config", active=network.active, persistent=network.persistent
@@ -248,6 +258,7 @@ def network_request_bulk_import(
         params={
             "rows": [{"line": row.line, **row.values} for row in preview.rows if row.ok],
             "skipped": [{"line": row.line, "errors": row.errors} for row in preview.rows if not row.ok],
+            "present": [row.line for row in preview.rows if row.present],
             "scope": scope,
             "strategy": strategy,
             "summary": f"Import {preview.valid} DHCP reservations ({strategy})",
@@ -257,41 +268,108 @@ def network_request_bulk_import(
     )
 
 
-@operation_kind(OperationKind.NETWORK_BULK_IMPORT)
+def _recover_bulk_import(operation: Operation, progress: Progress) -> Outcome:
+    """A worker died part way through an import: the host says which rows it applied (a row
+    present there counts, whatever the checkpoint says); the rest are reported not applied,
+    and the same file imported again sends only those."""
+    params, checkpoint = operation.params, operation.checkpoint
+    conn = host_connection(operation.host)
+    fresh = hv_networks.get_network(conn, operation.target_name)
+    note = ""
+    if checkpoint.get("restarting") and not fresh.active:  # killed between destroy and start
+        fresh, note = _start_again(conn, operation, progress), "; the network was started again"
+    infos = _configs(fresh.live_xml, fresh.inactive_xml, params["scope"], active=fresh.active)
+    rows = [
+        {"line": row["line"], "status": "applied" if all(bulk.is_present(_row_values(row), i) for i in infos)
+         else "not applied"}
+        for row in params["rows"]
+    ]  # fmt: skip
+    mirror_network(operation.host, fresh)
+    missing = [r["line"] for r in rows if r["status"] != "applied"]
+    restart_owed = params["strategy"] == "restart" and fresh.active and xml_differs(fresh.live_xml, fresh.inactive_xml)
+    recovery = f"{len(rows) - len(missing)} of {len(rows)} rows found applied on the host{note}"
+    if missing:
+        recovery += f"; not applied: lines {_line_list(missing)} (import the file again to add them)"
+    if restart_owed:
+        recovery += "; the network still runs its old config: restart it"
+    return Outcome(
+        {"recovery": recovery, "completed": not missing and not restart_owed, "rows": rows,
+         "skipped": params["skipped"], "checkpoint_sending": checkpoint.get("sending")},
+        after_xml=fresh.live_xml,
+    )  # fmt: skip
+
+
+def _start_again(conn, operation: Operation, progress: Progress) -> NetworkInfo:
+    info = hv_networks.start_network(conn, operation.target_name)
+    captured = hv_restart.interfaces_on_network(conn, operation.target_name)
+    for item in hv_restart.reattach_missing(conn, operation.target_name, info.bridge, captured):
+        progress.log(f"{item.domain} {item.mac}: {item.method if item.ok else 'not re-plugged: ' + item.error}")
+    return hv_networks.get_network(conn, operation.target_name)
+
+
+def _line_list(lines: list[int]) -> str:
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in bulk.line_ranges(lines))
+
+
+def _row_values(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "line"}
+
+
+@operation_kind(OperationKind.NETWORK_BULK_IMPORT, recover=_recover_bulk_import)
 def network_bulk_run(operation: Operation, progress: Progress) -> Outcome:
-    """Apply the rows one by one over one connection, each checked against the fresh XML."""
+    """Apply the rows one by one over one connection, each checked against the fresh XML.
+
+    Before each row is sent the checkpoint records it and the rows applied so far, so a
+    worker killed part way leaves at most that one row unknown, and the recovery asks the
+    host about it. Whatever stops the run, the network is mirrored again before it ends."""
     params, scope = operation.params, operation.params["scope"]
     conn = host_connection(operation.host)
     fresh = hv_networks.get_network(conn, operation.target_name)
-    info = _configs(fresh.live_xml, fresh.inactive_xml, scope, active=fresh.active)[-1]
-    results, total = [], len(params["rows"])
     updater = hv_updates.NetworkUpdater(conn, operation.target_name, scope)
-    for number, row in enumerate(params["rows"], start=1):
+    with remirror_on_failure(operation) as guard:
+        result = _bulk_apply_rows(updater, progress, guard, params["rows"], _configs(
+            fresh.live_xml, fresh.inactive_xml, scope, active=fresh.active)[-1])  # fmt: skip
+        result["skipped"] = params["skipped"]
+        if params["strategy"] == "restart" and fresh.active:
+            progress.step(92, f"Restarting {operation.target_name} and re-plugging its guests")
+            progress.checkpoint(restarting=True)
+            restarted = hv_restart.restart_network(conn, operation.target_name)
+            result["interfaces"] = [asdict(r) for r in restarted.interfaces]
+            result["down_seconds"] = round(restarted.down_seconds, 3)
+            if any(not r.ok for r in restarted.interfaces):
+                raise PartlyFailed("The reservations were saved, but some guests could not be re-plugged.", result)
+        after = updater.read()
+    mirror_network(operation.host, after)
+    if result["failed"]:
+        total = len(params["rows"])
+        raise PartlyFailed(f"{result['failed']} of {total} rows failed; the others were applied.", result)
+    return Outcome(result, before_xml=fresh.live_xml, after_xml=after.live_xml)
+
+
+def _bulk_apply_rows(updater, progress: Progress, guard, rows: list[dict], info: NetworkInfo) -> dict:
+    results, applied, total = [], [], len(rows)
+    for number, row in enumerate(rows, start=1):
+        if bulk.is_present(_row_values(row), info):  # put there since the preview, or by an earlier run
+            results.append({"line": row["line"], "status": "already present"})
+            continue
+        progress.checkpoint(sending=row["line"], applied_lines=bulk.line_ranges(applied))
+        guard.touch()
         outcome, plan = _bulk_apply_row(updater, row, info)
         results.append(outcome)
         if plan is not None:  # later rows are checked against this one too
+            applied.append(row["line"])
             info = bulk.with_host(info, plan.parent_index, xml.parse_dhcp_host(xml.parse(plan.fragment)))
         if number % 10 == 0 or number == total:
             progress.step(5 + int(85 * number / total), f"{number} of {total} rows")
-    failed = [r for r in results if r["status"] != "added"]
-    result = {"added": total - len(failed), "failed": len(failed), "rows": results, "skipped": params["skipped"]}
-    if params["strategy"] == "restart" and fresh.active:
-        progress.step(92, f"Restarting {operation.target_name} and re-plugging its guests")
-        restarted = hv_restart.restart_network(conn, operation.target_name)
-        result["interfaces"] = [asdict(r) for r in restarted.interfaces]
-        result["down_seconds"] = round(restarted.down_seconds, 3)
-        if any(not r.ok for r in restarted.interfaces):
-            raise PartlyFailed("The reservations were saved, but some guests could not be re-plugged.", result)
-    after = updater.read()
-    mirror_network(operation.host, after)
-    if failed:
-        raise PartlyFailed(f"{len(failed)} of {total} rows failed; the others were applied.", result)
-    return Outcome(result, before_xml=fresh.live_xml, after_xml=after.live_xml)
+    progress.checkpoint(sending=None, applied_lines=bulk.line_ranges(applied))
+    failed = sum(r["status"] == "failed" for r in results)
+    present = sum(r["status"] == "already present" for r in results)
+    return {"added": len(applied), "failed": failed, "already_present": present, "rows": results}
 
 
 def _bulk_apply_row(updater: hv_updates.NetworkUpdater, row: dict, info: NetworkInfo):
     """Apply one row; returns its result and, if it was added, its plan."""
-    values = {k: v for k, v in row.items() if k != "line"}
+    values = _row_values(row)
     try:
         plan = DhcpHostSection().plan("add-last", values, info)
         updater.apply(command="add-last", section=plan.section, fragment=plan.fragment, parent_index=plan.parent_index)

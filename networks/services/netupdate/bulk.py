@@ -38,6 +38,7 @@ class BulkRow:
     values: dict
     plan: UpdatePlan | None = None
     errors: dict = field(default_factory=dict)
+    present: bool = False  # the network already has exactly this reservation: not sent again
 
     @property
     def ok(self) -> bool:
@@ -89,10 +90,23 @@ def with_host(info: NetworkInfo, parent_index: int, host: DhcpHost) -> NetworkIn
     return replace(info, ips=tuple(ips))
 
 
+def is_present(values: dict, info: NetworkInfo) -> bool:
+    """Whether `info` already holds exactly the reservation of this row (MAC or id, IP and
+    name as libvirt writes them). Such a row of an import run again is done, not an error."""
+    try:
+        index, _ip, host = DhcpHostSection()._checked_host(values, info)  # the row, normalised
+    except ValidationError:
+        return False
+    return host in info.ips[index].dhcp_hosts
+
+
 def check_rows(rows: list[tuple[int, dict]], info: NetworkInfo) -> tuple[list[BulkRow], NetworkInfo]:
     """Validate every row as if the ones before it were already applied."""
     section, checked = DhcpHostSection(), []
     for line, values in rows:
+        if is_present(values, info):
+            checked.append(BulkRow(line, values, present=True))
+            continue
         try:
             plan = section.plan("add-last", values, info)
         except ValidationError as error:
@@ -101,6 +115,17 @@ def check_rows(rows: list[tuple[int, dict]], info: NetworkInfo) -> tuple[list[Bu
         info = with_host(info, plan.parent_index, xml.parse_dhcp_host(xml.parse(plan.fragment)))
         checked.append(BulkRow(line, values, plan))
     return checked, info
+
+
+def line_ranges(lines: list[int]) -> list[list[int]]:
+    """[[first, last], ...] of sorted line numbers: a checkpoint stays small for 5,000 rows."""
+    ranges: list[list[int]] = []
+    for line in lines:
+        if ranges and line == ranges[-1][1] + 1:
+            ranges[-1][1] = line
+        else:
+            ranges.append([line, line])
+    return ranges
 
 
 def predicted_seconds(count: int, *, forward_mode: str, strategy: str) -> float:
