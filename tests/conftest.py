@@ -148,3 +148,98 @@ def celery_worker_process(transactional_db, redis_socket, tmp_path):
     finally:
         _stop(process)
         log.close()
+
+
+# ---------------------------------------------------------------- fault tests: workers with their own settings
+
+
+@pytest.fixture
+def start_celery_worker(transactional_db, tmp_path):
+    """Factory: start_celery_worker(broker_url, name="worker", **env) starts a real worker on the
+    test database (or DATABASE_URL=... in env) with extra environment; each stopped by its PID
+    at the end. Returns (process, log path)."""
+    started = []
+
+    def start(broker_url: str, name: str = "worker", **extra_env: str):
+        log_path = tmp_path / f"{name}.log"
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "kvmweb.settings",
+            "DATABASE_URL": _database_url(),
+            "CELERY_BROKER_URL": broker_url,
+            "KVMWEB_DATA_DIR": str(tmp_path),
+            "KVMWEB_SECRET_KEY": "worker-test",
+            "KVMWEB_TEST_DRIVER_DIRS": f"{REPO / 'demo'},{tmp_path}",
+            "KVMWEB_URI_PATHS_ALLOWED": str(tmp_path),
+            **extra_env,
+        }
+        log = log_path.open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "kvmweb", "worker", "--pool", "threads", "--concurrency", "2",
+             "--without-mingle", "--without-gossip", "--loglevel", "INFO", "--hostname", f"{name}@%h"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        started.append((process, log))
+        _wait_for(lambda: "ready" in log_path.read_text() or process.poll() is not None, 60, name)
+        assert process.poll() is None, log_path.read_text()
+        return process, log_path
+
+    yield start
+    for process, log in started:
+        _stop(process)
+        log.close()
+
+
+class PrivateRedis:
+    """A redis-server of one test on its own socket, without persistence: stopping it loses
+    every message, as a broker that restarts without its data does."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.socket = directory / "redis.sock"
+        self.url = f"redis+socket://{self.socket}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no"],
+            cwd=self.directory,
+            stdout=subprocess.DEVNULL,
+        )
+        _wait_for(self.socket.exists, 10, "redis to listen")
+
+    def stop(self) -> None:
+        """Stop it by its PID; the next start() begins empty."""
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
+        self.socket.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A started PrivateRedis; the test process's Celery app sends to it for the test."""
+    from kvmweb.celery import app
+
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: run `make test`, which installs it")
+    directory = tmp_path / "broker"
+    directory.mkdir()
+    redis = PrivateRedis(directory)
+    redis.start()
+    previous = app.conf.broker_url
+    _use_broker(app, redis.url)
+    try:
+        yield redis
+    finally:
+        _use_broker(app, previous)
+        redis.stop()
+
+
+def _use_broker(app, url: str) -> None:
+    # Celery keeps a pool of broker connections: drop it so the next send connects to `url`.
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+    app.conf.broker_url = url

@@ -193,12 +193,14 @@ def _bulk_preview_json(preview) -> dict:
     return {
         "valid": preview.valid,
         "invalid": preview.invalid,
+        "present": preview.present,
         "predicted_seconds": preview.seconds_by_strategy,
         "rows": [
             {
                 "line": row.line,
                 **row.values,
                 "ok": row.ok,
+                "present": row.present,
                 "errors": row.errors,
                 "warnings": row.plan.warnings if row.ok else [],
             }

@@ -5,13 +5,13 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from networks.choices import ACTIVE_STATUSES, AuditSource, OperationKind
+from networks.choices import AuditSource
 from networks.hypervisor.errors import InvalidUri
 from networks.models import Host, Operation
 
 from .audit import audit_record
 from .connections import validate_host_uri
-from .operations import host_lock_key, operation_request
+from .operations import host_sync_request
 from .permissions import authorize
 
 
@@ -49,19 +49,7 @@ def host_delete(*, host: Host, actor, source: str) -> None:
 def host_request_sync(*, host: Host, actor, source: str, message: str = "") -> Operation:
     """Request a sync, or return the one already waiting or running for this host."""
     authorize(actor=actor, action="host.sync", host=host, source=source)
-    pending = Operation.objects.filter(host=host, kind=OperationKind.HOST_SYNC, status__in=ACTIVE_STATUSES).first()
-    if pending is not None:
-        return pending
-    return operation_request(
-        kind=OperationKind.HOST_SYNC,
-        host=host,
-        actor=actor,
-        source=source,
-        lock_key=host_lock_key(host),
-        target_name=host.name,
-        object_type="host",
-        message=message,
-    )
+    return host_sync_request(host=host, actor=actor, source=source, message=message)
 
 
 def hosts_sync_all() -> None:

@@ -26,7 +26,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from networks import operation_kinds
-from networks.choices import AuditSource, OperationKind, OperationStatus
+from networks.choices import ACTIVE_STATUSES, AuditSource, OperationKind, OperationStatus
 from networks.hypervisor.errors import HypervisorError, brief_message
 from networks.models import Host, Network, Operation
 
@@ -417,17 +417,24 @@ INTERRUPTED_NO_RECOVERY = "Interrupted: its worker was lost; the host is synced 
 
 
 def _request_resync(operation: Operation) -> None:
-    """The mirror may be stale after an interruption: re-read the host (once)."""
-    host = operation.host
-    if host is None:
-        return
-    pending = Operation.objects.filter(host=host, kind=OperationKind.HOST_SYNC, status=OperationStatus.QUEUED)
-    if operation.kind != OperationKind.HOST_SYNC and not pending.exists():
-        operation_request(
-            kind=OperationKind.HOST_SYNC, host=host, actor=None, source=AuditSource.SYSTEM,
-            lock_key=host_lock_key(host), target_name=host.name, object_type="host",
+    """The mirror may be stale after an interruption: re-read the host."""
+    if operation.host is not None and operation.kind != OperationKind.HOST_SYNC:
+        host_sync_request(
+            host=operation.host, actor=None, source=AuditSource.SYSTEM,
             message=f"re-read after interrupted operation #{operation.pk}",
         )  # fmt: skip
+
+
+def host_sync_request(*, host: Host, actor, source: str, message: str = "") -> Operation:
+    """A sync of `host`: the one already waiting or running, else a new one. The caller has
+    checked the actor may ask (hosts.host_request_sync), or is kvmweb itself."""
+    pending = Operation.objects.filter(host=host, kind=OperationKind.HOST_SYNC, status__in=ACTIVE_STATUSES).first()
+    if pending is not None:
+        return pending
+    return operation_request(
+        kind=OperationKind.HOST_SYNC, host=host, actor=actor, source=source, lock_key=host_lock_key(host),
+        target_name=host.name, object_type="host", message=message,
+    )  # fmt: skip
 
 
 def operation_fail_busy(operation_id: int) -> None:

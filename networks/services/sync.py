@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from django.db import transaction
 from django.utils import timezone
 
-from networks.choices import ACTIVE_STATUSES, AuditSource, HostStatus, OperationKind
+from networks.choices import AuditSource, HostStatus, OperationKind
 from networks.hypervisor import inventory
 from networks.hypervisor import networks as hv_networks
 from networks.hypervisor.errors import HypervisorError, NotFound, brief_message
@@ -33,7 +33,7 @@ from networks.operation_kinds import HOST, operation_kind
 
 from .connections import host_connection
 from .drift import xml_differs
-from .operations import Outcome, Progress, host_lock_key, operation_request
+from .operations import Outcome, Progress, host_sync_request
 
 logger = logging.getLogger(__name__)
 
@@ -182,19 +182,12 @@ def remirror_network(operation: Operation) -> None:
         return
     except HypervisorError as error:
         logger.warning("Re-reading %s on %s failed (%s): requesting a sync", name, host.name, error)
-        request_host_sync(host, f"re-read after operation #{operation.pk} stopped part way")
+        host_sync_request(
+            host=host, actor=None, source=AuditSource.SYSTEM,
+            message=f"re-read after operation #{operation.pk} stopped part way",
+        )  # fmt: skip
         return
     mirror_network(host, info)
-
-
-def request_host_sync(host: Host, message: str) -> None:
-    """Queue a sync of `host` as the system, unless one is already waiting or running."""
-    pending = Operation.objects.filter(host=host, kind=OperationKind.HOST_SYNC, status__in=ACTIVE_STATUSES)
-    if not pending.exists():
-        operation_request(
-            kind=OperationKind.HOST_SYNC, host=host, actor=None, source=AuditSource.SYSTEM,
-            lock_key=host_lock_key(host), target_name=host.name, object_type="host", message=message,
-        )  # fmt: skip
 
 
 def _lease_row(network: Network, lease) -> DhcpLease:

@@ -121,3 +121,12 @@ def test_rename_through_the_api(api, default):
     assert api.post(f"/api/networks/{default.pk}/rename/", {"name": "x y"}, format="json").status_code == 400
     response = api.post(f"/api/networks/{default.pk}/rename/", {"name": "nat0"}, format="json")
     assert response.status_code == 202
+
+
+def test_a_dry_run_reports_rows_the_network_already_has(api, demo_host):
+    network = Network.objects.get(host=demo_host, name="default")
+    csv_text = "52:54:00:0a:00:11,192.168.122.11,web01\n52:54:00:99:00:07,192.168.122.77,new77\n"
+    url = f"/api/networks/{network.pk}/dhcp-hosts/import/"
+    body = api.post(url, {"csv": csv_text, "dry_run": True}, format="json").json()
+    assert (body["valid"], body["present"], body["invalid"]) == (1, 1, 0)
+    assert [row["present"] for row in body["rows"]] == [True, False]
