@@ -7,6 +7,7 @@ from networks.choices import AuditSource, OperationStatus
 from networks.hypervisor.errors import HypervisorError
 from networks.models import AuditEvent, Host, Network, Operation
 from networks.models.audit import AppendOnlyError
+from networks.services import hosts as host_services
 from networks.services import networks as network_services
 from networks.services.operations import (
     OperationBusy,
@@ -41,6 +42,35 @@ def test_operations_on_different_networks_may_run_together(demo_host, admin):
     nets = Network.objects.filter(host=demo_host).order_by("name")[:2]
     ops = [network_services.network_request_stop(network=n, actor=admin, source=AuditSource.WEB) for n in nets]
     assert all(operation_claim(op.pk) is not None for op in ops)
+
+
+def test_a_sync_waits_for_a_running_network_operation_of_its_host(default_network, demo_host, admin):
+    running = network_services.network_request_stop(network=default_network, actor=admin, source=AuditSource.WEB)
+    operation_claim(running.pk)
+    sync = host_services.host_request_sync(host=demo_host, actor=admin, source=AuditSource.WEB)
+    with pytest.raises(OperationBusy, match=f"#{running.pk}"):
+        operation_claim(sync.pk)
+    other_host = host_services.host_create(name="other", uri="test:///default", actor=admin, source="web", sync=False)
+    elsewhere = host_services.host_request_sync(host=other_host, actor=admin, source=AuditSource.WEB)
+    assert operation_claim(elsewhere.pk) is not None, "another host's sync does not wait"
+
+
+def test_no_network_operation_starts_while_its_host_syncs(default_network, demo_host, admin):
+    sync = host_services.host_request_sync(host=demo_host, actor=admin, source=AuditSource.WEB)
+    operation_claim(sync.pk)
+    waiting = network_services.network_request_stop(network=default_network, actor=admin, source=AuditSource.WEB)
+    with pytest.raises(OperationBusy, match=f"#{sync.pk}"):
+        operation_claim(waiting.pk)
+
+
+def test_every_operation_kind_has_a_run_function_or_kvmweb_does_not_start(monkeypatch):
+    from networks import operation_kinds
+    from networks.checks import every_operation_kind_is_registered
+
+    assert every_operation_kind_is_registered() == []
+    monkeypatch.delitem(operation_kinds._registry, "network.restart")
+    errors = every_operation_kind_is_registered()
+    assert [error.id for error in errors] == ["networks.E001"] and "network.restart" in errors[0].msg
 
 
 def test_a_queued_operation_can_be_cancelled_but_not_a_running_one(default_network, admin):
