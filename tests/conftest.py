@@ -237,9 +237,12 @@ def private_redis(tmp_path):
 
 
 def _use_broker(app, url: str) -> None:
-    # Celery keeps a pool of broker connections: drop it so the next send connects to `url`.
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    # Celery sends through kombu's process-wide pools, kept per broker URL: close and forget them
+    # all (a closed pool left behind for the old URL would refuse the next send to it), so the
+    # next send connects to `url`.
+    from kombu import pools
+
+    pools.reset()
+    app._pool = None
     app.amqp._producer_pool = None
     app.conf.broker_url = url

@@ -4,71 +4,23 @@ A private PostgreSQL (initdb + pg_ctl in a temporary directory, on a unix socket
 the machine's own server is never touched) is stopped and started again under a write.
 """
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from django.db import OperationalError, connections
 
 from networks.services.db_retry import retry_write
+from tests.postgres import PrivatePostgres, postgres_bindir
 
-PORT = 5439  # only names the socket file: the server listens on no TCP port
 ALIAS = "faultpg"
-
-
-def _postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
-
-
-class PrivatePostgres:
-    def __init__(self, bindir: Path):
-        self.bindir = bindir
-        self.dir = Path(tempfile.mkdtemp(prefix="kvmweb-pg-"))
-        self.data = self.dir / "data"
-        os.chmod(self.dir, 0o755)
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            shutil.chown(self.dir, "postgres", "postgres")
-
-    def _run(self, *argv: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*prefix, *argv], check=True, capture_output=True, timeout=60)
-
-    def init(self) -> None:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "kvmweb", "--auth=trust")
-
-    def start(self) -> None:
-        options = f"-k {self.dir} -c listen_addresses='' -p {PORT}"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
-                  "-w", "start")  # fmt: skip
-
-    def stop(self) -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def remove(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def database(self) -> dict:
-        return {
-            "ENGINE": "django.db.backends.postgresql", "NAME": "postgres", "USER": "kvmweb", "PASSWORD": "",
-            "HOST": str(self.dir), "PORT": str(PORT), "OPTIONS": {}, "TIME_ZONE": None, "CONN_MAX_AGE": 0,
-            "CONN_HEALTH_CHECKS": False, "AUTOCOMMIT": True, "ATOMIC_REQUESTS": False, "TEST": {},
-        }  # fmt: skip
 
 
 @pytest.fixture
 def private_postgres(django_db_blocker):
     """A started PrivatePostgres, open to Django as the database alias ALIAS (this test's only:
     the test database stays blocked)."""
-    bindir = _postgres_bin()
+    bindir = postgres_bindir()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries are not installed (scripts/system-packages.sh postgres)")
     server = PrivatePostgres(bindir)
