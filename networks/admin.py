@@ -61,3 +61,12 @@ class UserRoleAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # a user without a row is a viewer: set the role to viewer instead
+
+
+def _superusers_only(request) -> bool:
+    # kvmweb's roles live in the services; the Django admin sees every host and can make
+    # superusers, so it is for superusers alone (is_staff alone grants nothing here).
+    return request.user.is_active and request.user.is_superuser
+
+
+admin.site.has_permission = _superusers_only

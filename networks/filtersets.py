@@ -1,33 +1,47 @@
 import django_filters
 
 from networks.models import AuditEvent, Guest, Network, NodeDevice, Operation
+from networks.services.permissions import scoped, visible_hosts
 
 
-class NetworkFilterSet(django_filters.FilterSet):
+class HostScopedFilterSet(django_filters.FilterSet):
+    """`?host=` (and `?network=`) choose among what the user may see: another host's id answers
+    like one that does not exist, so a scoped user cannot tell hidden hosts apart."""
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, request=request, **kwargs)
+        user = getattr(request, "user", None)
+        if "host" in self.filters:
+            self.filters["host"].queryset = visible_hosts(user)
+        if "network" in self.filters:
+            self.filters["network"].queryset = scoped(Network.objects, user)
+
+
+class NetworkFilterSet(HostScopedFilterSet):
     class Meta:
         model = Network
         fields = ["host", "name", "forward_mode", "active"]
 
 
-class GuestFilterSet(django_filters.FilterSet):
+class GuestFilterSet(HostScopedFilterSet):
     class Meta:
         model = Guest
         fields = ["host", "name", "state"]
 
 
-class NodeDeviceFilterSet(django_filters.FilterSet):
+class NodeDeviceFilterSet(HostScopedFilterSet):
     class Meta:
         model = NodeDevice
         fields = ["host", "capability"]
 
 
-class OperationFilterSet(django_filters.FilterSet):
+class OperationFilterSet(HostScopedFilterSet):
     class Meta:
         model = Operation
         fields = ["host", "network", "status", "kind"]
 
 
-class AuditEventFilterSet(django_filters.FilterSet):
+class AuditEventFilterSet(HostScopedFilterSet):
     """`host` takes the id of an existing host; `host_name` also finds removed hosts' events."""
 
     action = django_filters.CharFilter(lookup_expr="startswith", max_length=100)

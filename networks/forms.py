@@ -20,7 +20,15 @@ class AutostartForm(ConfirmForm):
     enabled = forms.BooleanField(required=False)
 
 
-class NetworkFilterForm(forms.Form):
+class HostScopedFilterForm(forms.Form):
+    """A filter form whose host choice lists only the hosts the user may see (`hosts`)."""
+
+    def __init__(self, *args, hosts, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["host"].queryset = hosts
+
+
+class NetworkFilterForm(HostScopedFilterForm):
     host = forms.ModelChoiceField(queryset=Host.objects.all(), required=False, empty_label="All hosts")
     mode = forms.ChoiceField(choices=[("all", "All modes"), *ForwardMode.choices], required=False)
     state = forms.ChoiceField(
@@ -29,7 +37,7 @@ class NetworkFilterForm(forms.Form):
     q = forms.CharField(required=False, label="Search")
 
 
-class OperationFilterForm(forms.Form):
+class OperationFilterForm(HostScopedFilterForm):
     host = forms.ModelChoiceField(queryset=Host.objects.all(), required=False, empty_label="All hosts")
     status = forms.ChoiceField(choices=[("", "Any status"), *OperationStatus.choices], required=False)
 

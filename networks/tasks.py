@@ -34,10 +34,19 @@ def sync_all_hosts() -> None:
 
 @shared_task
 def recover_operations() -> None:
-    """Periodic, and at every worker start: recover operations whose worker died, and send
-    again the queued ones whose broker message was lost."""
-    operations.operation_recover_lost(stale_after=timedelta(seconds=settings.KVMWEB_OPERATION_STALE_SECONDS))
+    """Periodic, and at every worker start: recover operations whose worker died (each on a
+    worker of its host's queue), and send again the queued ones whose broker message was lost."""
+    stale_after = timedelta(seconds=settings.KVMWEB_OPERATION_STALE_SECONDS)
+    for operation_id, queue in operations.operation_lost_queues(stale_after=stale_after).items():
+        recover_operation.apply_async(args=[operation_id], queue=queue)
     operations.operation_redispatch(older_than=timedelta(seconds=settings.KVMWEB_REDISPATCH_SECONDS))
+
+
+@shared_task
+def recover_operation(operation_id: int) -> None:
+    operations.operation_recover_lost(
+        stale_after=timedelta(seconds=settings.KVMWEB_OPERATION_STALE_SECONDS), operation_id=operation_id
+    )
 
 
 @worker_ready.connect

@@ -15,7 +15,11 @@ PORT = 5439  # only names the socket file: the server listens on no TCP port
 
 def postgres_bindir() -> Path | None:
     """Where the newest installed server's programs are; None when none is installed."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+
+    def version(path: str) -> tuple[int, ...]:  # .../postgresql/15/bin/pg_ctl: sorted by number, newest last
+        return tuple(int(part) for part in Path(path).parts[-3].split(".") if part.isdigit())
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=version)
     return Path(found[-1]).parent if found else None
 
 

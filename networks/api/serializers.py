@@ -15,6 +15,7 @@ from networks.models import (
     Operation,
     Portgroup,
 )
+from networks.services.permissions import visible_hosts
 from networks.services.xmlcheck import MAX_XML_CHARS
 
 
@@ -206,6 +207,14 @@ class AsciiPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
         return super().to_internal_value(data)
 
 
+class VisibleHostField(AsciiPrimaryKeyRelatedField):
+    """A host id among the hosts the requesting user may see: another one "does not exist"."""
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        return visible_hosts(request.user if request is not None else None)
+
+
 def _optional_text(max_length: int, **kwargs) -> serializers.CharField:
     return serializers.CharField(required=False, default="", allow_blank=True, max_length=max_length, **kwargs)
 
@@ -213,7 +222,7 @@ def _optional_text(max_length: int, **kwargs) -> serializers.CharField:
 class NetworkCreateSerializer(serializers.Serializer):
     """Fields of every mode; services.create checks which ones a mode needs."""
 
-    host = AsciiPrimaryKeyRelatedField(queryset=Host.objects.all())
+    host = VisibleHostField(queryset=Host.objects.all())  # narrowed per request
     name = serializers.CharField(max_length=50)
     mode = serializers.ChoiceField(
         choices=["nat", "route", "open", "isolated", "bridge", "macvtap-bridge", "macvtap-private", "macvtap-vepa",

@@ -48,13 +48,13 @@ def retry_write(
             if connection.in_atomic_block or attempt == attempts:
                 raise
             logger.warning("Database unreachable (%s); try %s of %s in %.1f s", error, attempt + 1, attempts, delay)
-            _drop_connection(connection)
+            drop_connection(connection)
             sleep(delay)
             delay = min(delay * 2, max_delay)
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
-def _drop_connection(connection) -> None:
+def drop_connection(connection) -> None:
     # close() on a connection the server already dropped can fail too: it is gone either way.
     try:
         connection.close()

@@ -20,7 +20,7 @@ import threading
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -31,7 +31,7 @@ from networks.hypervisor.errors import HypervisorError, brief_message
 from networks.models import Host, Network, Operation
 
 from .audit import actor_name, audit_record
-from .db_retry import retry_write
+from .db_retry import drop_connection, retry_write
 from .permissions import authorize, operation_action
 
 logger = logging.getLogger(__name__)
@@ -296,8 +296,8 @@ def heartbeat(operation_id: int):
             while not stop.wait(settings.KVMWEB_HEARTBEAT_SECONDS):
                 try:
                     rows.update(heartbeat_at=timezone.now())
-                except DatabaseError:  # the database is away: keep beating once it is back
-                    connection.close()
+                except Exception:  # the database is away: keep beating once it is back
+                    drop_connection(connection)
         finally:
             connection.close()  # this thread's own database connection
 
@@ -321,6 +321,9 @@ def _finish(operation: Operation, status: str, outcome: Outcome, error: str = ""
 def _finish_write(operation: Operation, status: str, outcome: Outcome, error: str, step: str) -> None:
     with transaction.atomic():
         operation.refresh_from_db()
+        if operation.is_terminal:  # someone else ended it (a recoverer, a cancel): theirs stands
+            logger.warning("Operation %s already ended %s; not marking it %s", operation.pk, operation.status, status)
+            return
         operation.status = status
         operation.finished_at = timezone.now()
         operation.result = outcome.result
@@ -366,7 +369,23 @@ def operation_cancel(*, operation: Operation, actor, source: str) -> Operation:
     return operation
 
 
-def operation_recover_lost(*, stale_after: timedelta) -> int:
+def _lost(stale_after: timedelta):
+    cutoff = timezone.now() - stale_after
+    running = Operation.objects.filter(status=OperationStatus.RUNNING)
+    return running.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)), cutoff
+
+
+def operation_lost_queues(*, stale_after: timedelta) -> dict[int, str]:
+    """Lost operations (their worker stopped beating), each with the queue whose workers reach
+    its host: a host with its own worker is recovered there, never over another libvirt."""
+    lost, _cutoff = _lost(stale_after)
+    return {
+        operation.pk: (operation.host.queue if operation.host else "") or settings.CELERY_TASK_DEFAULT_QUEUE
+        for operation in lost.select_related("host")
+    }
+
+
+def operation_recover_lost(*, stale_after: timedelta, operation_id: int | None = None) -> int:
     """Recover running operations whose worker stopped beating (killed, or its machine died).
 
     A kind with a recovery step finishes the job from what the run recorded (the network
@@ -374,11 +393,13 @@ def operation_recover_lost(*, stale_after: timedelta) -> int:
     host re-read, so the mirror shows what the host really holds. Each ends in a terminal
     state that says what happened; none is left running forever.
     """
-    cutoff = timezone.now() - stale_after
-    lost = Operation.objects.filter(status=OperationStatus.RUNNING).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
-    )
+    lost, cutoff = _lost(stale_after)
+    if operation_id is not None:
+        lost = lost.filter(pk=operation_id)
     return sum(_recover(operation.pk, cutoff) for operation in lost)
+
+
+RECOVERY_ATTEMPTS = 5  # passes of the recovery task that may find the host unreachable
 
 
 def _recover(operation_id: int, cutoff) -> bool:
@@ -401,6 +422,16 @@ def _recover(operation_id: int, cutoff) -> bool:
     try:
         with heartbeat(operation.pk):
             outcome = recover(operation, progress)
+    except HypervisorError as error:
+        tries = operation.checkpoint.get("recovery_attempts", 0) + 1
+        if error.retryable and tries < RECOVERY_ATTEMPTS:  # the host is away: the next pass tries again
+            progress.log(f"Recovery attempt {tries} could not reach the host: {brief_message(str(error))}")
+            progress.checkpoint(recovery_attempts=tries)
+            Operation.objects.filter(pk=operation.pk).update(heartbeat_at=cutoff)
+            return False
+        _request_resync(operation)
+        _finish(operation, OperationStatus.FAILED, Outcome(), error=f"Interrupted, and recovery failed: {error}")
+        return True
     except Exception as error:  # recovery must still end the row, and say what it could not do
         logger.exception("Recovery of operation %s failed", operation.pk)
         _request_resync(operation)
@@ -439,7 +470,10 @@ def host_sync_request(*, host: Host, actor, source: str, message: str = "") -> O
 
 def operation_fail_busy(operation_id: int) -> None:
     """Give up on an operation that waited too long for its network."""
-    operation = Operation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).first()
-    if operation is not None:
-        Operation.objects.filter(pk=operation.pk).update(status=OperationStatus.RUNNING, started_at=timezone.now())
+    # Only a row still queued: a duplicate message may have claimed it meanwhile.
+    taken = Operation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).update(
+        status=OperationStatus.RUNNING, started_at=timezone.now()
+    )
+    if taken:
+        operation = Operation.objects.get(pk=operation_id)
         _finish(operation, OperationStatus.FAILED, Outcome(), error="Gave up waiting for another operation to finish.")

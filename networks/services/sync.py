@@ -32,6 +32,7 @@ from networks.models import (
 from networks.operation_kinds import HOST, operation_kind
 
 from .connections import host_connection
+from .db_retry import retry_write
 from .drift import xml_differs
 from .operations import Outcome, Progress, host_sync_request
 
@@ -148,13 +149,24 @@ def _replace_network_children(network: Network, info: NetworkInfo) -> None:
 
 
 class Touched:
-    """Set by a run function just before its first change to the host (`guard.touch()`)."""
+    """Set by a run function just before its first change to the host (`guard.touch()`).
 
-    def __init__(self):
+    It is also written into the row's checkpoint: a run that may have changed the host is
+    never retried from the top (a change that went through would then be reported failed).
+    """
+
+    def __init__(self, operation: Operation):
+        self.operation = operation
         self.host_changed = False
 
     def touch(self) -> None:
+        if self.host_changed:
+            return
         self.host_changed = True
+        operation = self.operation
+        operation.checkpoint = {**operation.checkpoint, "host_changing": True}
+        rows = Operation.objects.filter(pk=operation.pk)
+        retry_write(lambda: rows.update(checkpoint=operation.checkpoint))
 
 
 @contextlib.contextmanager
@@ -163,7 +175,7 @@ def remirror_on_failure(operation: Operation):
     operation ends: the network is mirrored again from the host, or, when the host cannot
     be read, a host sync is requested. A run that failed before changing anything leaves
     the mirror alone (it is still right, and an unreachable host is not asked twice)."""
-    guard = Touched()
+    guard = Touched(operation)
     try:
         yield guard
     except BaseException:

@@ -68,7 +68,7 @@ def _preview_or_apply(request, network, section, values, options, context):
             operation = network_request_update(**arguments, actor=request.user, source=WEB, message=options["message"])
             messages.info(request, f"{operation.params['summary']}: requested (operation #{operation.pk}).")
             return redirect(network)
-        context["preview"] = network_update_preview(**arguments)
+        context["preview"] = network_update_preview(**arguments, actor=request.user)
     except ValidationError as error:
         context["errors"] = error.message_dict if hasattr(error, "error_dict") else {"__all__": error.messages}
     return render(request, "networks/network_edit.html", context)

@@ -18,7 +18,7 @@ from .common import WEB, paginate
 
 
 def network_list(request):
-    form = NetworkFilterForm(request.GET or None)
+    form = NetworkFilterForm(request.GET or None, hosts=visible(request, Host.objects, "pk"))
     filters = form.cleaned_data if form.is_valid() else {}
     host = filters.get("host")
     networks = visible(

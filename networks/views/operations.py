@@ -4,7 +4,7 @@ from django.views.decorators.http import require_POST
 
 from networks import selectors
 from networks.forms import OperationFilterForm
-from networks.models import Operation
+from networks.models import Host, Operation
 from networks.services.operations import OperationRejected, operation_cancel
 from networks.services.permissions import can, operation_action
 
@@ -13,7 +13,7 @@ from .common import WEB, paginate
 
 
 def operation_list(request):
-    form = OperationFilterForm(request.GET or None)
+    form = OperationFilterForm(request.GET or None, hosts=visible(request, Host.objects, "pk"))
     filters = form.cleaned_data if form.is_valid() else {}
     host = filters.get("host")
     operations = visible(

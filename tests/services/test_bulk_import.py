@@ -150,7 +150,11 @@ def test_the_checkpoint_names_each_row_before_it_is_sent(default, admin, monkeyp
     real = hv_updates.NetworkUpdater.apply
 
     def apply(self, **kwargs):
-        checkpoint = Operation.objects.get(kind="network.bulk_import").checkpoint
+        checkpoint = {
+            k: v
+            for k, v in Operation.objects.get(kind="network.bulk_import").checkpoint.items()
+            if k != "host_changing"
+        }
         seen.append((re.search(r"name=[\"']([^\"']+)", kwargs["fragment"]).group(1), checkpoint))
         return real(self, **kwargs)
 

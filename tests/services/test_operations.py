@@ -156,3 +156,26 @@ def test_audit_events_cannot_be_changed_or_deleted(default_network, admin):
     with pytest.raises(AppendOnlyError):
         event.delete()
     assert AuditEvent.objects.get(pk=event.pk).message == ""
+
+
+def test_a_change_that_reached_the_host_is_not_retried_when_the_connection_drops_after(
+    default_network, admin, monkeypatch
+):
+    from networks.hypervisor import updates as hv_updates
+    from networks.hypervisor.errors import HostUnreachable
+    from networks.services.netupdate import network_request_update
+
+    real = hv_updates.update_network
+
+    def applied_then_lost(*args, **kwargs):
+        real(*args, **kwargs)  # the reservation is on the host...
+        raise HostUnreachable("connection reset")  # ...but the answer never came back (injected)
+
+    monkeypatch.setattr(hv_updates, "update_network", applied_then_lost)
+    operation = network_request_update(
+        network=default_network, section="ip-dhcp-host", command="add-last", actor=admin, source="web",
+        values={"mac": "52:54:00:99:00:01", "ip": "192.168.122.99", "name": "new99"},
+    )  # fmt: skip
+    finished = operation_run(operation.pk)  # a retry would raise RetryLater and then fail "already reserved"
+    assert finished.status == OperationStatus.FAILED and finished.attempts == 1
+    assert default_network.dhcp_reservations.filter(mac="52:54:00:99:00:01").exists(), "the mirror was re-read"

@@ -6,8 +6,9 @@ from django.utils import timezone
 
 from networks import tasks
 from networks.choices import AuditSource, OperationStatus
-from networks.models import Network, Operation
+from networks.models import AuditEvent, Host, Network, Operation
 from networks.services import networks as network_services
+from networks.services import operations
 from networks.services.operations import operation_claim
 
 
@@ -19,7 +20,7 @@ def test_the_periodic_sync_requests_one_sync_per_host_as_the_system(demo_host):
     assert pending.get().source == AuditSource.SYSTEM and pending.get().requested_by is None
 
 
-def test_the_recovery_task_ends_operations_whose_worker_stopped_beating(demo_host, admin, settings):
+def test_the_recovery_task_ends_operations_whose_worker_stopped_beating(demo_host, admin, settings, monkeypatch):
     network = Network.objects.get(host=demo_host, name="default")
     lost = network_services.network_request_stop(network=network, actor=admin, source=AuditSource.WEB)
     alive = network_services.network_request_start(
@@ -29,7 +30,11 @@ def test_the_recovery_task_ends_operations_whose_worker_stopped_beating(demo_hos
     operation_claim(alive.pk)
     silent_since = timezone.now() - timedelta(seconds=settings.KVMWEB_OPERATION_STALE_SECONDS + 5)
     Operation.objects.filter(pk=lost.pk).update(heartbeat_at=silent_since)
+    sent = []
+    monkeypatch.setattr(tasks.recover_operation, "apply_async", lambda args, queue: sent.append((args, queue)))
     tasks.recover_operations.run()
+    assert sent == [([lost.pk], "kvmweb")], "each lost operation is recovered on its host's queue"
+    tasks.recover_operation.run(lost.pk)
     lost.refresh_from_db()
     alive.refresh_from_db()
     assert lost.status == OperationStatus.FAILED and "worker was lost" in lost.error
@@ -68,3 +73,24 @@ def test_running_a_task_runs_the_operation(demo_host, admin, demo_uri):
     tasks.run_operation.apply(args=[operation.pk])
     operation.refresh_from_db()
     assert operation.status == OperationStatus.SUCCEEDED
+
+
+def test_a_lost_operation_of_a_host_with_its_own_worker_is_recovered_there(demo_host, admin, settings):
+    Host.objects.filter(pk=demo_host.pk).update(queue="kvm-demo")
+    network = Network.objects.get(host=demo_host, name="default")
+    lost = network_services.network_request_stop(network=network, actor=admin, source=AuditSource.WEB)
+    operation_claim(lost.pk)
+    Operation.objects.filter(pk=lost.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    stale = timedelta(seconds=settings.KVMWEB_OPERATION_STALE_SECONDS)
+    assert operations.operation_lost_queues(stale_after=stale) == {lost.pk: "kvm-demo"}
+
+
+def test_a_worker_that_ends_an_operation_a_recoverer_already_ended_changes_nothing(demo_host, admin):
+    network = Network.objects.get(host=demo_host, name="default")
+    operation = network_services.network_request_stop(network=network, actor=admin, source=AuditSource.WEB)
+    operation_claim(operation.pk)
+    Operation.objects.filter(pk=operation.pk).update(status=OperationStatus.FAILED, error="recovered")
+    operations._finish(operation, OperationStatus.SUCCEEDED, operations.Outcome())
+    operation.refresh_from_db()
+    assert (operation.status, operation.error) == (OperationStatus.FAILED, "recovered")
+    assert not AuditEvent.objects.filter(action="network.stop.succeeded").exists()

@@ -242,7 +242,8 @@ def test_an_operator_of_another_host_cannot_reach_this_one(client, demo_host, la
     url, body = build(world)
     before = _state()
     response = _send(client, method, url, body, encoding)
-    assert response.status_code in (403, 404), (label, response.status_code)
+    # 404 for an object of a hidden host; 400 where a body names it ("does not exist"); 403 for the fleet
+    assert response.status_code in (400, 403, 404), (label, response.status_code)
     assert _state() == before
 
 
@@ -261,6 +262,8 @@ def test_a_scoped_user_sees_only_its_hosts(client, demo_host):
     assert client.get(reverse("api:network-detail", args=[network.pk])).status_code == 404
     page = client.get(reverse("networks:network_list")).content.decode()
     assert "virbr0" not in page
+    assert ">demo<" not in page, "the host filter lists only the user's hosts"
+    assert ">demo<" not in client.get(reverse("networks:operation_list")).content.decode()
     assert "192.168.122.11" not in client.get(reverse("networks:ipam"), {"q": "web01"}).content.decode()
 
 
@@ -328,3 +331,54 @@ def test_a_role_set_in_the_django_admin_is_audited(client, demo_host):
     row.refresh_from_db()
     assert (row.role, row.all_hosts, list(row.hosts.all())) == ("operator", False, [demo_host])
     assert AuditEvent.objects.get(action="user.role_set", object_name="frank").actor_name == "root"
+
+
+def test_a_preview_warns_of_the_same_mac_only_on_hosts_the_user_may_see(client, demo_host, default_uri):
+    from networks.services import hosts as host_services
+    from tests.conftest import run_to_end
+
+    other = host_services.host_create(name="other", uri=default_uri, actor=None, source="system")
+    run_to_end(other.operations.get().pk)
+    elsewhere = Network.objects.get(host=other, name="default")
+    elsewhere.dhcp_reservations.create(ip=elsewhere.ips.get(), address="192.168.122.77", mac="52:54:00:77:77:77")
+    url = reverse(
+        "networks:network_edit", args=[Network.objects.get(host=demo_host, name="isolated").pk, "ip-dhcp-host"]
+    )
+    body = {"mac": "52:54:00:77:77:77", "ip": "10.10.0.77", "name": "dup"}
+
+    client.force_login(UserFactory(username="everywhere", role="operator"))
+    assert "default@other" in client.post(url, body).content.decode()
+    from networks.services.permissions import role_set
+
+    scoped_user = UserFactory(username="demo-only", role="viewer")
+    role_set(user=scoped_user, role="operator", host_names=["demo"], actor=None, source="system")
+    client.force_login(scoped_user)
+    page = client.post(url, body).content.decode()
+    assert "Reserve 52:54:00:77:77:77" in page and "other" not in page
+
+
+def test_a_scoped_user_cannot_tell_a_hidden_host_from_a_missing_one(client, demo_host):
+    from networks.services.permissions import role_set
+
+    HostFactory(name="other")
+    user = UserFactory(username="scoped", role="viewer")
+    role_set(user=user, role="admin", host_names=["other"], actor=None, source="system")
+    client.force_login(user)
+    for hidden, missing in ((demo_host.pk, 99999),):
+        for url in ("/api/networks/?host={}", "/api/guests/?host={}", "/api/operations/?host={}"):
+            assert client.get(url.format(hidden)).status_code == client.get(url.format(missing)).status_code == 400
+        create = {"host": hidden, "name": "x1", "mode": "isolated", "ipv4": "10.98.0.1/24"}
+        answers = [client.post("/api/networks/", {**create, "host": pk}, content_type="application/json")
+                   for pk in (hidden, missing)]  # fmt: skip
+        assert [a.status_code for a in answers] == [400, 400]
+        texts = [json.dumps(a.json()).replace(str(pk), "ID") for a, pk in zip(answers, (hidden, missing), strict=True)]
+        assert texts[0] == texts[1], "the answer for a hidden host is the answer for a missing one"
+
+
+def test_the_django_admin_is_for_superusers_only(client, db):
+    staff = UserFactory(username="staffer", role="admin")
+    get_user_model().objects.filter(pk=staff.pk).update(is_staff=True)
+    client.force_login(get_user_model().objects.get(pk=staff.pk))
+    assert client.get("/admin/networks/auditevent/").status_code == 302  # to the admin's login page
+    client.force_login(get_user_model().objects.create_superuser("root", password="x"))
+    assert client.get("/admin/networks/auditevent/").status_code == 200

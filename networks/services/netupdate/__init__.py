@@ -25,7 +25,7 @@ from networks.operation_kinds import operation_kind
 from ..connections import host_connection
 from ..drift import xml_differs
 from ..operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
-from ..permissions import authorize
+from ..permissions import authorize, scoped
 from ..sync import mirror_network, remirror_on_failure
 from . import bulk
 from .common import UpdatePlan, invalid
@@ -102,12 +102,15 @@ def _configs(live_xml: str, inactive_xml: str, scope: str, **state) -> list[Netw
     return [config] if scope == "config" else [live, config]
 
 
-def _fleet_warnings(network: Network, section: str, values: dict, plan: UpdatePlan) -> tuple[str, ...]:
-    """The same MAC or IP reserved on another network of the fleet: allowed, but worth a look."""
+def _fleet_warnings(network: Network, section: str, plan: UpdatePlan, actor) -> tuple[str, ...]:
+    """The same MAC or IP reserved on another network of the fleet (of the hosts `actor` may
+    see: a warning must not tell of a host outside its scope): allowed, but worth a look."""
     if section != "ip-dhcp-host" or plan.command == "delete":
         return ()
     host = xml.parse(plan.fragment)
     elsewhere = DhcpReservation.objects.exclude(network=network).select_related("network__host")
+    if actor is not None:
+        elsewhere = scoped(elsewhere, actor, "network__host")
     found = elsewhere.filter(mac=host.get("mac", "-")) | elsewhere.filter(address=host.get("ip"))
     return tuple(
         f"{r.mac or r.host_id} → {r.address} is also reserved on {r.network.name}@{r.network.host.name}."
@@ -116,14 +119,15 @@ def _fleet_warnings(network: Network, section: str, values: dict, plan: UpdatePl
 
 
 def network_update_preview(
-    *, network: Network, section: str, command: str, values: dict, key: str = "", scope: str = "both"
+    *, network: Network, section: str, command: str, values: dict, key: str = "", scope: str = "both", actor=None
 ) -> Preview:
-    """What the change will do, or a ValidationError saying why it cannot be made."""
+    """What the change will do, or a ValidationError saying why it cannot be made. Warnings
+    name only hosts `actor` may see (None: kvmweb itself, every host)."""
     scope = effective_scope(scope, active=network.active, persistent=network.persistent)
     infos = _configs(network.live_xml, network.inactive_xml or network.live_xml, scope, active=network.active)
     plan = plan_update(section, command, values, key, infos)
     effect = predict_effect(section=section, forward_mode=network.forward_mode, active=network.active, scope=scope)
-    warnings = plan.warnings + _fleet_warnings(network, section, values, plan)
+    warnings = plan.warnings + _fleet_warnings(network, section, plan, actor)
     if effect.lost_on_restart:
         warnings += ("A running-only change is lost at the network's next restart.",)
     return Preview(plan, scope, effect, warnings)
@@ -143,7 +147,7 @@ def network_request_update(
 ) -> Operation:
     authorize(actor=actor, action=update_action(section), host=network.host, source=source, object_name=network.name)
     preview = network_update_preview(
-        network=network, section=section, command=command, values=values, key=key, scope=scope
+        network=network, section=section, command=command, values=values, key=key, scope=scope, actor=actor
     )
     return network_operation_request(
         kind=OperationKind.NETWORK_UPDATE,
