@@ -2,6 +2,7 @@
 listening on a unix socket only, so the machine's own server is never touched and a test
 may stop and start it at will."""
 
+import contextlib
 import glob
 import os
 import shutil
@@ -9,6 +10,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
+
+import pytest
+from django.db import connections
 
 PORT = 5439  # only names the socket file: the server listens on no TCP port
 
@@ -64,3 +68,22 @@ class PrivatePostgres:
     def url(self) -> str:
         """The same database as a DATABASE_URL (the socket directory as the host, percent-encoded)."""
         return f"postgres://kvmweb@{quote(str(self.dir), safe='')}:{PORT}/postgres"
+
+
+@contextlib.contextmanager
+def private_postgres_as(alias: str):
+    """A started PrivatePostgres, open to Django as the database `alias` for the block, removed
+    afterwards. Skips the test when no PostgreSQL server is installed."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries are not installed (scripts/system-packages.sh lists postgresql)")
+    server = PrivatePostgres(bindir)
+    server.init()
+    server.start()
+    connections.databases[alias] = server.database()
+    try:
+        yield server
+    finally:
+        connections[alias].close()
+        del connections.databases[alias]
+        server.remove()

@@ -19,7 +19,9 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-from networks.services.audit import CHAIN_FIELDS, event_digest
+import hashlib
+import json
+from datetime import UTC
 
 TABLE = "networks_auditevent"
 
@@ -72,6 +74,22 @@ def create_triggers(apps, schema_editor):
 def drop_triggers(apps, schema_editor):
     for sql in _statements(schema_editor, 1):
         schema_editor.execute(sql, params=None)
+
+
+# The chain format as this migration wrote it, frozen here (a migration must not change when the
+# app's code does). networks/services/audit.py holds the same format; the tests verify that the
+# hashes written here pass `verifyaudit`.
+CHAIN_FIELDS = ("id", "created_at", "actor_name", "source", "action", "host_name", "object_type", "object_name",
+                "message", "operation_id", "before_xml", "after_xml", "detail", "client_address")  # fmt: skip
+
+
+def event_digest(previous_hash: str, fields: dict) -> str:
+    def canonical(value):
+        return value.astimezone(UTC).isoformat(timespec="microseconds") if hasattr(value, "astimezone") else value
+
+    payload = json.dumps({name: canonical(fields[name]) for name in CHAIN_FIELDS}, sort_keys=True,
+                         separators=(",", ":"), ensure_ascii=False)  # fmt: skip
+    return hashlib.sha256(f"{previous_hash}\n{payload}".encode()).hexdigest()
 
 
 def hash_existing_events(apps, schema_editor):

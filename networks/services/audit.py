@@ -53,6 +53,7 @@ def note_denial_recorded() -> None:
 # The fields the chain covers, in the order `event_digest` reads them. Every field that
 # says what happened is here; `chain_hash` itself is not, and the foreign keys appear only
 # through their name copies (and the operation's id), which survive the rows' removal.
+# The chain format; migration 0009 keeps a frozen copy to hash events older than it.
 CHAIN_FIELDS = (
     "id",
     "created_at",

@@ -8,7 +8,9 @@ hide what a user may not do, and `visible_hosts()` to show only the hosts in a u
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
 
 from networks.choices import AuditSource, OperationKind, Role
@@ -197,6 +199,19 @@ def role_set(*, user, role: str, host_names: list[str] | None, actor, source: st
         detail=f"{role} on {scope}",
     )
     return row
+
+
+def user_role_grant(*, username: str, role: str, host_names: list[str] | None, actor, source: str) -> UserRole:
+    """`role_set` for a user named `username`, created first (without a usable password: it
+    logs in once an admin sets one, or uses an API token) if there is none. An unknown host
+    name creates no user."""
+    authorize(actor=actor, action="user.manage", source=source, object_name=username)
+    with transaction.atomic():
+        user, created = get_user_model().objects.get_or_create(username=username)
+        if created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+        return role_set(user=user, role=role, host_names=host_names, actor=actor, source=source)
 
 
 def allowed_actions(actor, host: Host | None = None) -> frozenset[str]:

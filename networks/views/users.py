@@ -3,13 +3,12 @@
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from networks.choices import Role
 from networks.models import Host, UserRole
-from networks.services.permissions import role_set
+from networks.services.permissions import user_role_grant
 
 from .access import require
 from .common import WEB
@@ -41,11 +40,7 @@ def user_role_set(request):
         return redirect("networks:user_list")
     data = form.cleaned_data
     host_names = [host.name for host in data["hosts"]] or None
-    with transaction.atomic():
-        user, created = get_user_model().objects.get_or_create(username=data["username"])
-        if created:
-            user.set_unusable_password()
-            user.save(update_fields=["password"])
-        role_set(user=user, role=data["role"], host_names=host_names, actor=request.user, source=WEB)
-    messages.success(request, f"{user.username} is now {data['role']} on {', '.join(host_names or ['every host'])}.")
+    user_role_grant(username=data["username"], role=data["role"], host_names=host_names, actor=request.user, source=WEB)
+    scope = ", ".join(host_names or ["every host"])
+    messages.success(request, f"{data['username']} is now {data['role']} on {scope}.")
     return redirect("networks:user_list")

@@ -11,7 +11,7 @@ import pytest
 from django.db import OperationalError, connections
 
 from networks.services.db_retry import retry_write
-from tests.postgres import PrivatePostgres, postgres_bindir
+from tests.postgres import PrivatePostgres, private_postgres_as
 
 ALIAS = "faultpg"
 
@@ -20,20 +20,8 @@ ALIAS = "faultpg"
 def private_postgres(django_db_blocker):
     """A started PrivatePostgres, open to Django as the database alias ALIAS (this test's only:
     the test database stays blocked)."""
-    bindir = postgres_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries are not installed (scripts/system-packages.sh postgres)")
-    server = PrivatePostgres(bindir)
-    server.init()
-    server.start()
-    connections.databases[ALIAS] = server.database()
-    try:
-        with django_db_blocker.unblock():
-            yield server
-    finally:
-        connections[ALIAS].close()
-        del connections.databases[ALIAS]
-        server.remove()
+    with private_postgres_as(ALIAS) as server, django_db_blocker.unblock():
+        yield server
 
 
 def _execute(sql: str, params=()):

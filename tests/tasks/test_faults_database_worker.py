@@ -17,7 +17,7 @@ from django.db import connections
 
 from networks.models import AuditEvent, Network, Operation
 from tests.conftest import DEMO_URI, REPO
-from tests.postgres import PrivatePostgres, postgres_bindir
+from tests.postgres import PrivatePostgres, private_postgres_as
 
 pytestmark = pytest.mark.worker
 
@@ -32,21 +32,10 @@ def worker_database(transactional_db, django_db_blocker, tmp_path):
     """A private PostgreSQL, migrated, open to this test as the alias ALIAS; the worker and
     the set-up commands reach it through DATABASE_URL. (transactional_db comes first: the
     test case it sets up would otherwise bar the alias.)"""
-    bindir = postgres_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries are not installed (scripts/system-packages.sh lists postgresql)")
-    server = PrivatePostgres(bindir)
-    server.init()
-    server.start()
-    connections.databases[ALIAS] = server.database()
-    try:
+    with private_postgres_as(ALIAS) as server:
         _manage(server, tmp_path, "", "migrate", "--no-input")
         with django_db_blocker.unblock():
             yield server
-    finally:
-        connections[ALIAS].close()
-        del connections.databases[ALIAS]
-        server.remove()
 
 
 def _start_manage(server: PrivatePostgres, tmp_path, broker_url: str, *argv: str) -> subprocess.Popen:
