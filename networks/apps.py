@@ -9,4 +9,14 @@ class NetworksConfig(AppConfig):
         # Importing the services registers each operation kind's run function, lock scope,
         # retry policy and recovery step (networks.operation_kinds); the check verifies it.
         from networks import checks  # noqa: F401
-        from networks.services import create, hosts, netupdate, networks, restart, sync, xmledit  # noqa: F401
+        from networks.services import (  # noqa: F401
+            create,
+            forwards,
+            hosts,
+            interfaces,
+            netupdate,
+            networks,
+            restart,
+            sync,
+            xmledit,
+        )

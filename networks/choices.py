@@ -28,6 +28,13 @@ class OperationKind(models.TextChoices):
     NETWORK_DEFINE = "network.define", "Define new network config"
     NETWORK_XML_LIVE = "network.xml_live", "Apply XML changes live"
     NETWORK_RENAME = "network.rename", "Rename network"
+    GUEST_INTERFACE_ADD = "guest.interface_add", "Add guest interface"
+    GUEST_INTERFACE_UPDATE = "guest.interface_update", "Change guest interface"
+    GUEST_INTERFACE_REMOVE = "guest.interface_remove", "Remove guest interface"
+    PORT_FORWARD_CREATE = "port_forward.create", "Create port forward"
+    PORT_FORWARD_UPDATE = "port_forward.update", "Change port forward"
+    PORT_FORWARD_DELETE = "port_forward.delete", "Delete port forward"
+    PORT_FORWARD_REAPPLY = "port_forward.reapply", "Re-apply port forwards"
 
 
 class AuditSource(models.TextChoices):
@@ -81,6 +88,31 @@ class GuestState(models.TextChoices):
     CRASHED = "crashed", "Crashed"
     PMSUSPENDED = "pmsuspended", "Suspended"
     NOSTATE = "nostate", "No state"
+
+
+class InterfaceScope(models.TextChoices):
+    """Where a guest interface change applies: the running guest, its persistent config, or both."""
+
+    LIVE = "live", "Running guest only"
+    CONFIG = "config", "Persistent config only"
+    BOTH = "both", "Running guest and persistent config"
+
+
+class ForwardProtocol(models.TextChoices):
+    TCP = "tcp", "TCP"
+    UDP = "udp", "UDP"
+
+
+class ForwardState(models.TextChoices):
+    """What the host worker last found of a forward's rules on its host."""
+
+    UNKNOWN = "unknown", "Not applied yet"
+    PRESENT = "present", "Rules present"
+    MISSING = "missing", "Rules missing"
+    GUEST_STOPPED = "guest_stopped", "Guest stopped (applies at its next start)"
+    DISABLED = "disabled", "Disabled"
+    NO_ADDRESS = "no_address", "Guest has no IPv4 address on a NAT or routed network"
+    WORKER_ABSENT = "worker_absent", "Host worker absent"
 
 
 class Role(models.TextChoices):

@@ -1,6 +1,7 @@
 from .accounts import ApiToken, UserRole
 from .audit import AuditEvent
 from .devices import NodeDevice
+from .forwards import PortForward
 from .guests import Guest, GuestInterface
 from .hosts import Host
 from .networks import DhcpLease, DhcpRange, DhcpReservation, DnsRecord, ForwardInterface, Network, NetworkIp, Portgroup
@@ -21,6 +22,7 @@ __all__ = [
     "NetworkIp",
     "NodeDevice",
     "Operation",
+    "PortForward",
     "Portgroup",
     "UserRole",
 ]

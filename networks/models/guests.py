@@ -42,12 +42,24 @@ class GuestInterface(models.Model):
     target_dev = models.CharField(max_length=100, blank=True)
     vlan_tags = models.JSONField(default=list, blank=True)
     portgroup = models.CharField(max_length=255, blank=True)
+    # macvtap (`type='direct'`): bridge, vepa, private or passthrough; empty otherwise
+    source_mode = models.CharField(max_length=20, blank=True)
+    # "up", "down", or empty when libvirt's XML says nothing (libvirt's default is up)
+    link_state = models.CharField(max_length=10, blank=True)
+    # {"inbound": {"average": …, "peak": …, "burst": …}, "outbound": {…}} in libvirt's units
+    bandwidth = models.JSONField(default=dict, blank=True)
+    # the guest PCI address libvirt gave it, e.g. "0000:00:03.0"; kept across detach + attach
+    pci_address = models.CharField(max_length=20, blank=True)
+    # addresses the guest agent reported at the last sync (leases come from the network)
+    agent_addresses = models.JSONField(default=list, blank=True)
     network = models.ForeignKey(
         "networks.Network", null=True, blank=True, on_delete=models.SET_NULL, related_name="guest_interfaces"
     )
 
     class Meta:
         ordering = ["guest", "position"]
+        # MACs are unique across the fleet: the check reads this index
+        indexes = [models.Index(fields=["mac"], name="guest_interface_mac")]
 
     def __str__(self) -> str:
         return f"{self.guest.name} {self.mac or self.type}"

@@ -26,6 +26,12 @@ class Host(models.Model):
     memory_mib = models.PositiveBigIntegerField(null=True, blank=True)
     host_bridges = models.JSONField(default=list, blank=True)
     sync_warnings = models.JSONField(default=list, blank=True)
+    # Written by the host worker (the one consuming `queue`, on the hypervisor) when it starts
+    # and while it runs: port forwards need it, since only it can reach the host's firewall.
+    worker_seen_at = models.DateTimeField(null=True, blank=True)
+    # "nftables" or "iptables": how the host's libvirt writes its firewall rules, as the host
+    # worker detected it; empty until a host worker reported
+    firewall_backend = models.CharField(max_length=20, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -35,6 +35,13 @@ REQUIRED_ROLE = {
     "network.update.portgroup": Role.OPERATOR,
     "network.bulk_import": Role.OPERATOR,
     "operation.cancel": Role.OPERATOR,
+    "guest.interface_add": Role.OPERATOR,
+    "guest.interface_update": Role.OPERATOR,
+    "guest.interface_remove": Role.OPERATOR,
+    "port_forward.create": Role.OPERATOR,
+    "port_forward.update": Role.OPERATOR,
+    "port_forward.delete": Role.OPERATOR,
+    "port_forward.reapply": Role.OPERATOR,
     # admins: what changes the fleet, a network's shape, or who may do what
     "host.create": Role.ADMIN,
     "host.delete": Role.ADMIN,
@@ -63,6 +70,13 @@ KIND_ACTIONS = {
     OperationKind.NETWORK_DEFINE: "network.xml_edit",
     OperationKind.NETWORK_XML_LIVE: "network.xml_edit",
     OperationKind.NETWORK_RENAME: "network.rename",
+    OperationKind.GUEST_INTERFACE_ADD: "guest.interface_add",
+    OperationKind.GUEST_INTERFACE_UPDATE: "guest.interface_update",
+    OperationKind.GUEST_INTERFACE_REMOVE: "guest.interface_remove",
+    OperationKind.PORT_FORWARD_CREATE: "port_forward.create",
+    OperationKind.PORT_FORWARD_UPDATE: "port_forward.update",
+    OperationKind.PORT_FORWARD_DELETE: "port_forward.delete",
+    OperationKind.PORT_FORWARD_REAPPLY: "port_forward.reapply",
 }
 
 
