@@ -274,6 +274,19 @@ KVMWEB_LOCK_RETRY_MAX = env_int("KVMWEB_LOCK_RETRY_MAX", 300, minimum=1)
 # keepalive drops an open connection whose host stops answering for about as long.
 KVMWEB_HOST_CALL_TIMEOUT = env_int("KVMWEB_HOST_CALL_TIMEOUT", 30, minimum=4)
 
+# Port forwards, applied by the host worker on its hypervisor (networks/forwarding/engine.py).
+# (an empty value means the default, as .env.example leaves some empty)
+KVMWEB_LIBVIRT_HOOKS_DIR = env_str("KVMWEB_LIBVIRT_HOOKS_DIR", "") or "/etc/libvirt/hooks"
+# comma-separated: the modular daemons are two (/run/virtqemud.pid,/run/virtnetworkd.pid)
+KVMWEB_LIBVIRTD_PIDFILE = env_str("KVMWEB_LIBVIRTD_PIDFILE", "") or "/run/libvirtd.pid"
+KVMWEB_LIBVIRT_QEMU_STATE_DIR = env_str("KVMWEB_LIBVIRT_QEMU_STATE_DIR", "") or "/run/libvirt/qemu"
+KVMWEB_FORWARD_RULES_FILE = env_str("KVMWEB_FORWARD_RULES_FILE", "") or str(DATA_DIR / "forwards" / "rules.json")
+# The host worker writes Host.worker_seen_at this often; the UI calls a host worker absent
+# after three missed beats.
+KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS = env_int("KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS", 30, minimum=1)
+# Set by scripts/host-worker.sh: the name of the host this worker runs on (empty elsewhere).
+KVMWEB_HOST_WORKER = env_str("KVMWEB_HOST_WORKER", "")
+
 
 def env_dirs(name: str, default: str) -> list[str]:
     """A comma-separated list of absolute directories."""

@@ -1,6 +1,6 @@
 import django_filters
 
-from networks.models import AuditEvent, Guest, Network, NodeDevice, Operation
+from networks.models import AuditEvent, Guest, Network, NodeDevice, Operation, PortForward
 from networks.services.permissions import scoped, visible_hosts
 
 
@@ -50,3 +50,15 @@ class AuditEventFilterSet(HostScopedFilterSet):
     class Meta:
         model = AuditEvent
         fields = ["host", "host_name", "source", "action", "actor_name", "operation"]
+
+
+class PortForwardFilterSet(HostScopedFilterSet):
+    """`?guest=` chooses among the guests of the user's hosts, like `?host=`."""
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, request=request, **kwargs)
+        self.filters["guest"].queryset = scoped(Guest.objects, getattr(request, "user", None))
+
+    class Meta:
+        model = PortForward
+        fields = ["host", "guest"]

@@ -45,8 +45,9 @@ class KindSpec:
     lock: str = NETWORK
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # (operation, progress) -> Outcome: called instead of `run` for an operation whose worker
-    # died mid-way, with what the run recorded in `operation.checkpoint`. None: the run is
-    # safe to repeat from the start (it reads the host first and changes it in one call).
+    # died mid-way, with what the run recorded in `operation.checkpoint`. None: an interrupted
+    # run is ended as failed ("interrupted") and its host synced again, so the row and the
+    # mirror stay honest; a kind whose run is safe to repeat passes a recover that repeats it.
     recover: Callable | None = None
 
 

@@ -21,6 +21,7 @@ from networks.models import (
     NodeDevice,
     Operation,
 )
+from networks.services.netupdate.common import HOSTNAME_MAX, HOSTNAME_RE
 from networks.services.xmlcheck import network_xml_warnings
 
 RUNNING_STATES = (GuestState.RUNNING, GuestState.BLOCKED, GuestState.PAUSED)
@@ -91,6 +92,67 @@ def guest_detail_queryset() -> QuerySet[Guest]:
     return Guest.objects.select_related("host").prefetch_related(
         Prefetch("interfaces", queryset=GuestInterface.objects.select_related("network"))
     )
+
+
+@dataclass(frozen=True)
+class InterfaceRow:
+    """One NIC of a guest's page with what its network knows of its MAC."""
+
+    iface: GuestInterface
+    leases: list  # DhcpLease rows of its network for its MAC
+    reservation: DhcpReservation | None  # its network's reservation for its MAC
+    reserve_ip: str  # a leased IPv4 address to offer reserving, "" when there is nothing to offer
+    reserve_name: str  # the host name to propose with it ("" when the guest's name is not one)
+
+    @property
+    def agent_only_addresses(self) -> list[str]:
+        """Addresses the guest agent reported that no lease of its network already shows."""
+        leased = {lease.address for lease in self.leases}
+        return [text for text in self.iface.agent_addresses if text.split("/")[0] not in leased]
+
+    @property
+    def bandwidth_lines(self) -> list[str]:
+        """Each direction's limits in words, with libvirt's units (KiB/s; a burst in KiB)."""
+        lines = []
+        for direction, label in (("inbound", "in"), ("outbound", "out")):
+            limits = (self.iface.bandwidth or {}).get(direction) or {}
+            parts = [f"{name} {limits[name]} {unit}" for name, unit in _BANDWIDTH_UNITS if limits.get(name) is not None]
+            if parts:
+                lines.append(f"{label}: " + ", ".join(parts))
+        return lines
+
+
+_BANDWIDTH_UNITS = (("average", "KiB/s"), ("peak", "KiB/s"), ("burst", "KiB"), ("floor", "KiB/s"))
+
+
+def guest_interface_rows(guest: Guest) -> list[InterfaceRow]:
+    """The guest's interfaces with their leases and reservations, in two queries whatever the
+    number of NICs (the interfaces themselves come prefetched by guest_detail_queryset)."""
+    interfaces = list(guest.interfaces.all())
+    keyed = [(iface.network_id, iface.mac) for iface in interfaces if iface.network_id and iface.mac]
+    network_ids = {network_id for network_id, _mac in keyed}
+    macs = {mac for _network_id, mac in keyed}
+    leases: dict[tuple[int, str], list] = {}
+    for lease in DhcpLease.objects.filter(network_id__in=network_ids, mac__in=macs).order_by("address"):
+        leases.setdefault((lease.network_id, lease.mac), []).append(lease)
+    reservations = {
+        (res.network_id, res.mac): res
+        for res in DhcpReservation.objects.filter(network_id__in=network_ids, mac__in=macs)
+    }
+    return [_interface_row(guest, iface, leases, reservations) for iface in interfaces]
+
+
+def _interface_row(guest: Guest, iface: GuestInterface, leases: dict, reservations: dict) -> InterfaceRow:
+    key = (iface.network_id, iface.mac)
+    own_leases = leases.get(key, [])
+    reservation = reservations.get(key)
+    # Reservations by MAC exist for IPv4 only (IPv6 ones are keyed by DUID), so only an IPv4
+    # lease can be turned into one.
+    leased_v4 = [lease.address for lease in own_leases if ipaddress.ip_address(lease.address).version == 4]
+    reserve_ip = leased_v4[0] if leased_v4 and reservation is None else ""
+    proposable = len(guest.name) <= HOSTNAME_MAX and HOSTNAME_RE.fullmatch(guest.name)
+    reserve_name = guest.name if reserve_ip and proposable else ""
+    return InterfaceRow(iface, own_leases, reservation, reserve_ip, reserve_name)
 
 
 def node_device_list(*, host_id=None) -> QuerySet[NodeDevice]:

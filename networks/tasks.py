@@ -53,3 +53,12 @@ def recover_operation(operation_id: int) -> None:
 def _recover_at_start(**_kwargs) -> None:
     # A worker that comes back after a crash recovers what the dead one left running.
     recover_operations.delay()
+
+
+@worker_ready.connect
+def _host_worker_heartbeat(**_kwargs) -> None:
+    # Only a worker started by scripts/host-worker.sh on a hypervisor names its host.
+    if settings.KVMWEB_HOST_WORKER:
+        from networks.services.hostworker import host_worker_heartbeat_start
+
+        host_worker_heartbeat_start(host_name=settings.KVMWEB_HOST_WORKER)

@@ -1,6 +1,7 @@
 from django.urls import path, re_path
 
-from .views import accounts, audit, dashboard, guests, hosts, ipam, netupdate, networks, operations, users
+from .views import accounts, audit, dashboard, guests, hosts, interfaces, ipam, netupdate, networks, operations, users
+from .views import forwards as forward_views
 
 app_name = "networks"
 
@@ -29,6 +30,22 @@ urlpatterns = [
     path("networks/<int:pk>/reservations.csv", netupdate.network_reservations_csv, name="network_reservations_csv"),
     path("guests/", guests.guest_list, name="guest_list"),
     path("guests/<int:pk>/", guests.guest_detail, name="guest_detail"),
+    path("guests/<int:pk>/interfaces/add/", interfaces.guest_interface_add, name="guest_interface_add"),
+    path("guests/<int:pk>/interfaces/<str:mac>/edit/", interfaces.guest_interface_edit, name="guest_interface_edit"),
+    path(
+        "guests/<int:pk>/interfaces/<str:mac>/remove/", interfaces.guest_interface_remove, name="guest_interface_remove"
+    ),
+    path("port-forwards/", forward_views.port_forward_list, name="port_forward_list"),
+    path("port-forwards/<int:pk>/", forward_views.port_forward_detail, name="port_forward_detail"),
+    path("port-forwards/<int:pk>/edit/", forward_views.port_forward_edit, name="port_forward_edit"),
+    path("port-forwards/<int:pk>/delete/", forward_views.port_forward_delete, name="port_forward_delete"),
+    path("port-forwards/<int:pk>/reapply/", forward_views.port_forward_reapply, name="port_forward_reapply"),
+    path("hosts/<int:host_pk>/port-forwards/add/", forward_views.port_forward_create, name="port_forward_create"),
+    path(
+        "hosts/<int:host_pk>/port-forwards/reapply/",
+        forward_views.host_port_forwards_reapply,
+        name="host_port_forwards_reapply",
+    ),
     path("devices/", guests.device_list, name="device_list"),
     path("operations/", operations.operation_list, name="operation_list"),
     path("operations/<int:pk>/", operations.operation_detail, name="operation_detail"),

@@ -8,7 +8,7 @@
 #                      console, and serves HTTP on :80 and an echo on :7.
 #                      CGI probes under /cgi-bin/ let tests look inside the
 #                      guest: lookup (DNS via the server its lease named),
-#                      renew, release-renew, addr, lease, pinggap (the
+#                      renew, release-renew, addr, lease, peer, pinggap (the
 #                      guest's own pings to its gateway, timestamped).
 #   OUTDIR/MANIFEST    kernel version and module list, for debugging.
 #
@@ -385,6 +385,18 @@ for d in /sys/class/net/eth*; do
     echo "NIC $n $(cat "$d/address") $(cat "$d/operstate")"
     ip -4 -o addr show dev "$n" | awk -v n="$n" '{ print "ADDR", n, $4 }'
 done
+EOF
+
+cat >"$R/www/cgi-bin/peer" <<'EOF'
+#!/bin/sh
+# PEER <address>: where this request came from, as the guest sees it (port
+# forwarding tests: a DNATed connection keeps the client's address).
+# busybox httpd listens on IPv6 and names IPv4 peers [::ffff:a.b.c.d].
+. /etc/cgi.sh
+reply
+peer=${REMOTE_ADDR#[}
+peer=${peer%]}
+echo "PEER ${peer#::ffff:}"
 EOF
 
 cat >"$R/www/cgi-bin/lease" <<'EOF'

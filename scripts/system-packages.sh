@@ -7,7 +7,7 @@ set -euo pipefail
 
 RUN_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients redis-server)
 TEST_PACKAGES=(
-    libvirt-daemon-system qemu-system-x86 dnsmasq-base iptables iproute2 busybox-static xz-utils
+    libvirt-daemon-system qemu-system-x86 dnsmasq-base iptables nftables iproute2 busybox-static xz-utils
     chromium postgresql
 )
 

@@ -271,7 +271,10 @@ class AutostartSerializer(MessageSerializer):
 class GuestInterfaceSerializer(serializers.ModelSerializer):
     class Meta:
         model = GuestInterface
-        fields = ["type", "mac", "source", "model", "target_dev", "vlan_tags", "portgroup", "network"]
+        fields = [
+            "type", "mac", "source", "model", "target_dev", "vlan_tags", "portgroup", "network",
+            "source_mode", "link_state", "bandwidth", "pci_address", "agent_addresses",
+        ]  # fmt: skip
 
 
 class GuestSerializer(serializers.ModelSerializer):

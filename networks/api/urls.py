@@ -2,7 +2,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
-from . import netupdate, tokens, views
+from . import forwards, interfaces, netupdate, tokens, views
 
 router = DefaultRouter()
 router.register("hosts", views.HostViewSet, basename="host")
@@ -12,6 +12,7 @@ router.register("devices", views.NodeDeviceViewSet, basename="device")
 router.register("operations", views.OperationViewSet, basename="operation")
 router.register("audit", views.AuditEventViewSet, basename="audit")
 router.register("tokens", tokens.ApiTokenViewSet, basename="token")
+router.register("port-forwards", forwards.PortForwardViewSet, basename="port-forward")
 
 collections = "|".join(netupdate.COLLECTIONS)
 
@@ -31,5 +32,7 @@ urlpatterns = [
         netupdate.EntryView.as_view(),
         name="network-section-entry",
     ),
+    path("guests/<int:pk>/interfaces/", interfaces.GuestInterfacesView.as_view(), name="guest-interfaces"),
+    path("guests/<int:pk>/interfaces/<str:mac>/", interfaces.GuestInterfaceView.as_view(), name="guest-interface"),
     *router.urls,
 ]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import threading
+
 import libvirt
 
 from . import xml
@@ -29,9 +33,10 @@ def version_string(number: int) -> str:
 def read_host(conn: libvirt.virConnect) -> HostInventory:
     """Everything kvmweb mirrors about a host. Optional parts that fail become warnings."""
     warnings: list[str] = []
+    agent = GuestAgentReader(conn, warnings)
     with libvirt_errors():
         networks = _read_each(conn.listAllNetworks(), read_network, "network", warnings)
-        guests = _read_each(conn.listAllDomains(), read_guest, "guest", warnings)
+        guests = _read_each(conn.listAllDomains(), lambda dom: agent.completed(dom, read_guest(dom)), "guest", warnings)
     return HostInventory(
         facts=read_facts(conn, warnings),
         networks=networks,
@@ -117,6 +122,118 @@ def inactive_xml(net: libvirt.virNetwork, live_xml: str) -> str:
 def read_guest(dom: libvirt.virDomain) -> GuestInfo:
     state_code = dom.state()[0]
     return xml.parse_domain(dom.XMLDesc(0), _DOMAIN_STATES.get(state_code, "nostate"))
+
+
+# ---------------------------------------------------------------- the guest agent
+
+# Drivers asked for agent addresses. The test driver never is: its interfaceAddresses() crashes
+# the whole process (SIGSEGV) for a NIC on a network without IPv4, and elsewhere it answers
+# made-up addresses; the driver type is what tells it apart, whatever the URI looks like.
+AGENT_DRIVERS = frozenset({"QEMU"})
+# An agent that does not answer within this time counts as "no answer": libvirt itself waits
+# 5 s for the agent's sync and, by default, forever for the command after it.
+AGENT_TIMEOUT_S = 2.0
+
+# Guests (by UUID) whose agent call of an earlier sync has not returned yet: a hung agent is
+# asked again only once that call is over, so each holds at most one waiting thread.
+_agent_calls_waiting: set[str] = set()
+_agent_calls_lock = threading.Lock()
+
+
+class GuestAgentReader:
+    """Adds the addresses a running guest's agent reports to its interfaces. Optional: any
+    failure is a warning of the sync, never a failed sync."""
+
+    def __init__(self, conn: libvirt.virConnect, warnings: list[str], timeout: float = AGENT_TIMEOUT_S):
+        self.warnings = warnings
+        self.timeout = timeout
+        self.enabled = _driver_type(conn) in AGENT_DRIVERS
+
+    def completed(self, dom: libvirt.virDomain, guest: GuestInfo) -> GuestInfo:
+        if not self.wanted(guest):
+            return guest
+        try:
+            by_mac = agent_addresses(dom, guest.uuid, self.timeout)
+        except AgentSilent as why:
+            self.warnings.append(f"guest {guest.name}: no answer from its guest agent ({why})")
+            return guest
+        interfaces = tuple(
+            dataclasses.replace(iface, agent_addresses=by_mac.get(iface.mac, ())) for iface in guest.interfaces
+        )
+        return dataclasses.replace(guest, interfaces=interfaces)
+
+    def wanted(self, guest: GuestInfo) -> bool:
+        # "disconnected": no agent runs in the guest (not installed, or still booting). libvirt
+        # would refuse at once; not asking keeps the sync quiet for the many guests without one.
+        return self.enabled and guest.state == "running" and guest.agent_channel in ("connected", "")
+
+
+def _driver_type(conn: libvirt.virConnect) -> str:
+    try:
+        return conn.getType()
+    except libvirt.libvirtError:
+        return ""
+
+
+class AgentSilent(Exception):
+    """The guest agent did not answer: refused, failed, or too slow."""
+
+
+def agent_addresses(dom: libvirt.virDomain, uuid: str, timeout: float) -> dict[str, tuple[str, ...]]:
+    """MAC → "address/prefix" the guest agent reports, waited for at most `timeout` seconds.
+
+    The call runs in a thread of its own: libvirt offers no per-call timeout, and changing the
+    guest's agent timeout (agentSetResponseTimeout) would change it for every other client.
+    A call still waiting at the deadline is left to finish on its own."""
+    with _agent_calls_lock:
+        if uuid in _agent_calls_waiting:
+            raise AgentSilent("its answer to an earlier sync is still awaited")
+        _agent_calls_waiting.add(uuid)
+    answer: dict = {}
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            answer["value"] = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
+        except libvirt.libvirtError as error:
+            answer["error"] = error.get_error_message()
+        finally:
+            with _agent_calls_lock:
+                _agent_calls_waiting.discard(uuid)
+            done.set()
+
+    threading.Thread(target=call, name="libvirt-guest-agent", daemon=True).start()
+    if not done.wait(timeout):
+        raise AgentSilent(f"no reply within {timeout:g} s")
+    if "value" not in answer:
+        raise AgentSilent(answer.get("error") or "the call failed")
+    return addresses_by_mac(answer["value"])
+
+
+def addresses_by_mac(reported: dict) -> dict[str, tuple[str, ...]]:
+    """libvirt's answer ({name: {"hwaddr": mac, "addrs": [{"addr", "prefix", "type"}]}}) by MAC.
+
+    IPv6 link-local addresses are left out: every NIC has one, and none can be reserved or
+    reached from another network."""
+    found: dict[str, list[str]] = {}
+    for nic in (reported or {}).values():
+        mac = (nic.get("hwaddr") or "").lower()
+        for entry in nic.get("addrs") or ():
+            address = _address_text(entry)
+            if mac and address:
+                found.setdefault(mac, []).append(address)
+    return {mac: tuple(addresses) for mac, addresses in found.items()}
+
+
+def _address_text(entry: dict) -> str:
+    try:
+        address = ipaddress.ip_address(entry.get("addr") or "")
+    except ValueError:
+        return ""
+    if address.is_link_local or address.is_loopback:
+        return ""
+    prefix = entry.get("prefix")
+    return f"{address}/{prefix}" if isinstance(prefix, int) else str(address)
 
 
 def _optional(warnings: list[str], what: str, call, default=None):

@@ -94,6 +94,17 @@ class NetworkInfo:
 
 
 @dataclass(frozen=True)
+class BandwidthLimit:
+    """One direction of an interface's `<bandwidth>`, in libvirt's units: average, peak and
+    floor in KiB/s, burst in KiB. `floor` exists for inbound traffic only."""
+
+    average: int | None = None
+    peak: int | None = None
+    burst: int | None = None
+    floor: int | None = None
+
+
+@dataclass(frozen=True)
 class GuestInterface:
     type: str
     mac: str = ""
@@ -105,6 +116,12 @@ class GuestInterface:
     # The libvirt network it belongs to. Live XML shows an interface on a bridge-mode or
     # macvtap network as type='bridge' or 'direct', still naming its network here.
     network: str = ""
+    source_mode: str = ""  # macvtap: bridge, vepa, private or passthrough
+    link_state: str = ""  # "up", "down", or "" when the XML says nothing (libvirt's default: up)
+    inbound: BandwidthLimit | None = None
+    outbound: BandwidthLimit | None = None
+    pci_address: str = ""  # where the guest sees the NIC, e.g. "0000:00:03.0"
+    agent_addresses: tuple[str, ...] = ()  # "address/prefix" as the guest agent reported them
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,9 @@ class GuestInfo:
     interfaces: tuple[GuestInterface, ...] = ()
     hostdev_addresses: tuple[str, ...] = ()
     xml: str = ""
+    # The guest agent's channel: "connected", "disconnected", "" for a channel whose state the
+    # XML does not give (inactive XML), None without a channel.
+    agent_channel: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from lxml import etree
 
 from .errors import InvalidXml
 from .types import (
+    BandwidthLimit,
     DhcpHost,
     DhcpRange,
     DnsRecord,
@@ -282,6 +283,9 @@ def build_dhcp_host(host: DhcpHost) -> etree._Element:
 # ---------------------------------------------------------------- guests
 
 
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
 def parse_domain(xml: str, state: str) -> GuestInfo:
     root = parse(xml)
     return GuestInfo(
@@ -293,21 +297,52 @@ def parse_domain(xml: str, state: str) -> GuestInfo:
             pci_address(hd.find("source/address")) for hd in root.findall("devices/hostdev[@type='pci']")
         ),
         xml=xml,
+        agent_channel=agent_channel_state(root),
     )
 
 
+def agent_channel_state(root: etree._Element) -> str | None:
+    """The state of the guest agent's virtio channel: libvirt's live XML says "connected" once
+    an agent inside the guest has opened its end, "disconnected" otherwise; "" where the XML
+    gives no state (a stopped guest's config); None when the guest has no such channel."""
+    for target in root.findall("devices/channel/target[@type='virtio']"):
+        if target.get("name") == GUEST_AGENT_CHANNEL:
+            return target.get("state", "")
+    return None
+
+
 def parse_interface(iface: etree._Element) -> GuestInterface:
+    kind = iface.get("type", "")
     source = iface.find("source")
     return GuestInterface(
-        type=iface.get("type", ""),
+        type=kind,
         mac=(iface.xpath("string(mac/@address)") or "").lower(),
-        source=_interface_source(iface.get("type", ""), source),
+        source=_interface_source(kind, source),
         model=iface.xpath("string(model/@type)"),
         target_dev=iface.xpath("string(target/@dev)"),
         vlan_tags=tuple(int(tag.get("id")) for tag in iface.findall("vlan/tag")),
         portgroup=source.get("portgroup", "") if source is not None else "",
         network=source.get("network", "") if source is not None else "",
+        # Other types' <source mode> means something else (a vhost-user socket's client/server).
+        source_mode=source.get("mode", "") if kind == "direct" and source is not None else "",
+        link_state=iface.xpath("string(link/@state)"),
+        inbound=_bandwidth_limit(iface.find("bandwidth/inbound")),
+        outbound=_bandwidth_limit(iface.find("bandwidth/outbound")),
+        # The guest-side slot; a hostdev's <source><address> is the host's VF and stays in `source`.
+        pci_address=pci_address(iface.find("address[@type='pci']")),
     )
+
+
+def _bandwidth_limit(element: etree._Element | None) -> BandwidthLimit | None:
+    if element is None:
+        return None
+    values = {name: _decimal_or_none(element.get(name)) for name in ("average", "peak", "burst", "floor")}
+    return BandwidthLimit(**values)
+
+
+def _decimal_or_none(value: str | None) -> int | None:
+    """libvirt writes bandwidth figures in base 10 (a leading zero is not octal)."""
+    return int(value, 10) if value else None
 
 
 def _interface_source(kind: str, source: etree._Element | None) -> str:

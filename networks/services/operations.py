@@ -337,7 +337,7 @@ def _finish_write(operation: Operation, status: str, outcome: Outcome, error: st
             source=AuditSource.TASK,
             actor=operation.requested_by,
             host=operation.host,
-            object_type="host" if operation.kind == OperationKind.HOST_SYNC else "network",
+            object_type=operation.kind.split(".")[0],  # host, network, guest, port_forward
             object_name=operation.target_name or operation.host_name,
             message=operation.message,
             operation=operation,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, field
 
 from networks import selectors
 from networks.choices import AuditSource, OperationKind
@@ -12,6 +13,7 @@ from networks.hypervisor.errors import HypervisorError
 from networks.models import Network, Operation
 from networks.operation_kinds import operation_kind
 
+from . import forwards
 from .connections import host_connection
 from .hosts import host_request_sync
 from .networks import NETWORK_NAME_RE
@@ -20,11 +22,14 @@ from .permissions import authorize
 from .sync import mirror_network
 from .xmlcheck import check_network_xml
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RestartPreview:
     guests: list
     interruption: str
+    forwards: list = field(default_factory=list)  # port forwards of the network's guests, re-applied after
 
 
 def network_restart_preview(network: Network) -> RestartPreview:
@@ -35,7 +40,7 @@ def network_restart_preview(network: Network) -> RestartPreview:
         text = "About half a second without the network, then each guest waits the bridge's STP forward delay."
     else:
         text = "About half a second without the network; each guest is re-plugged right after it starts."
-    return RestartPreview(guests, text)
+    return RestartPreview(guests, text, list(forwards.forwards_on_network(network)))
 
 
 def network_request_restart(*, network: Network, actor, source: str, message: str = "", new_xml: str = "") -> Operation:
@@ -73,6 +78,8 @@ def network_restart_recover(operation: Operation, progress: Progress) -> Outcome
     else:
         what = "network could NOT be started"
     result = _restart_result(outcome)
+    if outcome.network_running:
+        result.update(_forwards_after_restart(operation, progress, conn))
     goal = outcome.network_running and not outcome.rolled_back and not result["failed"]
     summary = f"{what} and {replugged} interface(s) re-plugged"
     if outcome.rolled_back:
@@ -96,9 +103,30 @@ def network_restart_run(operation: Operation, progress: Progress) -> Outcome:
     result = _restart_result(outcome)
     if outcome.rolled_back or not outcome.network_running:
         raise PartlyFailed(_rollback_text(operation, outcome), result)
+    result.update(_forwards_after_restart(operation, progress, conn))
     if result["failed"]:
         raise PartlyFailed(f"{result['failed']} guest interface(s) could not be re-plugged.", result)
+    missing = forwards.forwards_not_in_place(result)
+    if missing:
+        raise PartlyFailed(f"{len(missing)} port forward(s) not in place after the restart.", result)
     return Outcome(result, after_xml=outcome.after.live_xml)
+
+
+def _forwards_after_restart(operation: Operation, progress: Progress, conn) -> dict:
+    """Re-apply and verify the port forwards of the network's guests once they are plugged in
+    again. The network itself was restarted whatever happens here, so a failure is reported in
+    the result, never raised past the restart."""
+    progress.step(95, "Re-applying and verifying port forwards")
+    try:
+        report = forwards.forwards_after_restart(operation.host, operation.target_name, conn)
+    except Exception as error:  # the firewall, a file, libvirt: say so, keep the restart's outcome
+        logger.exception("Port forwards after the restart of operation %s", operation.pk)
+        return {"forwards": [], "forwards_note": f"Port forwards could not be re-applied: {error}"}
+    for row in report.get("forwards", []):
+        progress.log(f"port forward #{row['id']} {row['forward']}: {row['state']}")
+    if "forwards_note" in report:
+        progress.log(report["forwards_note"])
+    return report
 
 
 def _reporter(progress: Progress):

@@ -66,7 +66,7 @@ def mirror_host(host: Host, found: HostInventory) -> dict:
         networks = {info.name: mirror_network(host, info, now) for info in found.networks}
         host.networks.exclude(name__in=networks).delete()
         for info in found.guests:
-            _mirror_guest(host, info, networks, now)
+            mirror_guest(host, info, networks, now)
         host.guests.exclude(name__in=[g.name for g in found.guests]).delete()
         _mirror_devices(host, found.devices)
     return {"networks": len(found.networks), "guests": len(found.guests), "devices": len(found.devices)}
@@ -221,7 +221,8 @@ def _portgroup_values(pg) -> dict:
     return values
 
 
-def _mirror_guest(host: Host, info: GuestInfo, networks: dict[str, Network], now) -> None:
+def mirror_guest(host: Host, info: GuestInfo, networks: dict[str, Network], now) -> None:
+    """Write one guest and its interfaces into the mirror, as read from its host."""
     guest, _ = Guest.objects.update_or_create(
         host=host,
         name=info.name,
@@ -245,10 +246,26 @@ def _mirror_guest(host: Host, info: GuestInfo, networks: dict[str, Network], now
             target_dev=iface.target_dev,
             vlan_tags=list(iface.vlan_tags),
             portgroup=iface.portgroup,
+            source_mode=iface.source_mode,
+            link_state=iface.link_state,
+            bandwidth=bandwidth_value(iface),
+            pci_address=iface.pci_address,
+            agent_addresses=list(iface.agent_addresses),
             network=networks.get(iface.network),
         )
         for position, iface in enumerate(info.interfaces)
     )
+
+
+def bandwidth_value(iface) -> dict:
+    """The interface's limits as stored: {"inbound": {"average": 1000, …}, "outbound": {…}},
+    each direction only where the XML sets it, each figure only where given."""
+    value = {}
+    for direction in ("inbound", "outbound"):
+        limit = getattr(iface, direction)
+        if limit is not None:
+            value[direction] = {name: figure for name, figure in vars(limit).items() if figure is not None}
+    return value
 
 
 def _mirror_devices(host: Host, devices: tuple[NodeDeviceInfo, ...]) -> None:

@@ -3,7 +3,7 @@ from django.shortcuts import render
 from networks import selectors
 from networks.models import Host
 
-from .access import visible, visible_object
+from .access import may, visible, visible_object
 from .common import id_param, paginate, search_param
 
 
@@ -17,7 +17,12 @@ def guest_list(request):
 
 def guest_detail(request, pk):
     guest = visible_object(request, selectors.guest_detail_queryset(), pk)
-    return render(request, "networks/guest_detail.html", {"guest": guest})
+    context = {
+        "guest": guest,
+        "interface_rows": selectors.guest_interface_rows(guest),
+        "may": may(request, guest.host),
+    }
+    return render(request, "networks/guest_detail.html", context)
 
 
 def device_list(request):

@@ -6,6 +6,7 @@ from django.views.decorators.http import require_POST
 from networks import selectors
 from networks.forms import HostForm
 from networks.models import Host
+from networks.services import forwards as forward_services
 from networks.services import hosts as host_services
 
 from .access import may, require, visible, visible_object
@@ -26,6 +27,7 @@ def host_detail(request, pk):
         "device_count": host.node_devices.count(),
         "active_operations": selectors.operation_list(host_id=host.pk).filter(status__in=["queued", "running"]),
         "recent_operations": selectors.operation_list(host_id=host.pk)[:10],
+        "host_forwards": forward_services.host_forwards_overview(host),
     }
     return render(request, "networks/host_detail.html", context)
 

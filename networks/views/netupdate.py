@@ -17,6 +17,7 @@ from networks.services.netupdate import (
     update_action,
 )
 from networks.services.netupdate.bulk import MAX_CSV_CHARS, export_csv
+from networks.services.netupdate.common import text
 
 from .access import require, visible_object
 from .common import WEB
@@ -35,10 +36,11 @@ def network_edit(request, pk, section):
     options["command"] = options["command"] or "add-last"
     options["scope"] = options["scope"] or "both"
     field_names = [name for name, _label in SECTION_FIELDS[section]]
+    prefill_errors = {}
     if request.method == "POST":
         values = {name: request.POST.get(name, "") for name in field_names}
-    else:  # links may carry values (an SRV delete names its protocol and target)
-        given = {name: request.GET[name] for name in field_names if name in request.GET}
+    else:  # links may carry values (an SRV delete names its protocol and target, a guest's lease its MAC and IP)
+        given, prefill_errors = _prefill(request.GET, field_names)
         values = {**given, **selectors.section_entry_values(network, section, options["command"], options["key"])}
     context = {
         "network": network,
@@ -49,9 +51,25 @@ def network_edit(request, pk, section):
         "scopes": SCOPES,
         "values": values,
     }
+    if prefill_errors:
+        context["errors"] = prefill_errors
     if request.method == "POST":
         return _preview_or_apply(request, network, section, values, options, context)
     return render(request, "networks/network_edit.html", context)
+
+
+def _prefill(query, field_names) -> tuple[dict, dict]:
+    """Field values a link carries, checked as text like any input: one that is too long or
+    holds control characters is left out of the form and named in an error."""
+    values, errors = {}, {}
+    for name in field_names:
+        if name not in query:
+            continue
+        try:
+            values[name] = text({name: query[name]}, name)
+        except ValidationError as error:
+            errors.update(error.message_dict)
+    return values, errors
 
 
 def _preview_or_apply(request, network, section, values, options, context):

@@ -182,3 +182,28 @@ def test_a_valid_section_write_answers_as_documented(demo_host, client, wsgi_app
     response = case.call(headers=headers, cookies=cookies)
     assert response.status_code in (200, 202), response.text
     case.validate_response(response, checks=CHECKS, headers=headers)
+
+
+@pytest.mark.parametrize("role", ["operator", "viewer"])
+def test_port_forward_operations_answer_within_their_schema(demo_host, client, wsgi_app, role):
+    """The port forward endpoints again, on a host with a host worker queue and a forward whose id
+    the generated paths use, so generated input reaches the checks and not only a 400 or a 404."""
+    from networks.models import Host, PortForward
+
+    Host.objects.filter(pk=demo_host.pk).update(queue="demo-host")
+    web01 = Guest.objects.get(host=demo_host, name="web01")
+    forward = PortForward.objects.create(host=demo_host, guest=web01, guest_name="web01", guest_mac="52:54:00:0a:00:11",
+                                         host_port_start=8080, host_port_end=8080, guest_port_start=80,
+                                         guest_port_end=80)  # fmt: skip
+    cookies, headers = _session(client, UserFactory(username=f"fuzz-{role}", role=role))
+    schema = _schema_from_app(client, wsgi_app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [operation for operation in operations if operation.path.startswith("/api/port-forwards/")]
+    assert len(operations) == 7  # list, create, read, patch, delete, reapply one, reapply a host
+    failures = []
+    for operation in operations:
+        try:
+            _fuzz(operation, cookies, headers, [forward.pk, demo_host.pk, web01.pk], viewer=role == "viewer")
+        except (Exception, BaseExceptionGroup) as error:
+            failures.append(f"{operation.method.upper()} {operation.path}: {error}")
+    assert not failures, "\n\n".join(failures)

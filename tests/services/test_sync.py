@@ -6,7 +6,7 @@ from lxml import etree
 
 from networks.choices import AuditSource, HostStatus, OperationStatus
 from networks.hypervisor import client, inventory
-from networks.models import AuditEvent, DhcpReservation, DnsRecord, Guest, Network, NodeDevice
+from networks.models import AuditEvent, DhcpReservation, DnsRecord, Guest, GuestInterface, Network, NodeDevice
 from networks.operation_kinds import RetryPolicy
 from networks.services import hosts as host_services
 from networks.services import operations, sync
@@ -174,3 +174,63 @@ def test_an_object_removed_between_listing_and_reading_is_skipped_and_the_rest_s
     warnings = " ".join(demo_host.sync_warnings)
     assert "network isolated disappeared" in warnings and "guest build01 disappeared" in warnings
     assert "network isolated disappeared" in finished.log
+
+
+# ---------------------------------------------------------------- every field of a guest interface
+
+
+def _mirrored_interfaces(host, guest_name: str) -> dict[str, GuestInterface]:
+    return {iface.mac: iface for iface in GuestInterface.objects.filter(guest__host=host, guest__name=guest_name)}
+
+
+def test_guest_interfaces_mirror_link_bandwidth_and_pci_address(demo_host):
+    web01 = _mirrored_interfaces(demo_host, "web01")
+    prod = web01["52:54:00:0a:00:11"]
+    assert prod.bandwidth == {"inbound": {"average": 2048, "peak": 4096, "burst": 1024}, "outbound": {"average": 1024}}
+    assert (prod.pci_address, prod.link_state, prod.portgroup) == ("0000:00:03.0", "", "prod")
+    backend = web01["52:54:00:0a:01:11"]
+    assert (backend.link_state, backend.pci_address, backend.bandwidth) == ("down", "0000:00:04.0", {})
+
+
+def test_a_macvtap_interface_mirrors_its_host_device_and_mode(demo_host):
+    macvtap = _mirrored_interfaces(demo_host, "nas01")["52:54:00:0d:01:61"]
+    assert (macvtap.type, macvtap.source, macvtap.source_mode, macvtap.model) == ("direct", "ens1f1", "vepa", "e1000e")
+    assert macvtap.network is None
+
+
+def test_every_interface_of_the_demo_fleet_is_mirrored_with_its_link_and_mode(demo_host):
+    """Compared with demo/fleet.xml as lxml reads it, for every NIC of every guest."""
+    expected = {
+        iface.find("mac").get("address").lower(): (
+            iface.get("type"),
+            iface.xpath("string(link/@state)"),
+            iface.xpath("string(source/@mode)") if iface.get("type") == "direct" else "",
+        )
+        for iface in _fleet().findall("domain/devices/interface")
+    }
+    mirrored = {
+        mac: (kind, link, mode)
+        for mac, kind, link, mode in GuestInterface.objects.filter(guest__host=demo_host).values_list(
+            "mac", "type", "link_state", "source_mode"
+        )
+    }
+    assert mirrored == expected
+
+
+def test_the_test_driver_gives_no_agent_addresses_and_no_agent_warning(demo_host):
+    assert not GuestInterface.objects.filter(guest__host=demo_host).exclude(agent_addresses=[]).exists()
+    assert not [warning for warning in demo_host.sync_warnings if "agent" in warning]
+
+
+def test_a_later_sync_replaces_changed_interface_fields(demo_host, demo_uri):
+    conn = client.connect(demo_uri)
+    root = etree.fromstring(conn.lookupByName("build01").XMLDesc(0))  # shut off: its config can be redefined
+    iface = root.find("devices/interface")
+    etree.SubElement(iface, "link", state="down")
+    etree.SubElement(etree.SubElement(iface, "bandwidth"), "outbound", average="300", burst="64")
+    etree.SubElement(iface, "address", type="pci", domain="0x0000", bus="0x00", slot="0x09", function="0x0")
+    conn.defineXML(etree.tostring(root, encoding="unicode"))
+    mirror_host(demo_host, inventory.read_host(conn))
+    changed = _mirrored_interfaces(demo_host, "build01")["52:54:00:0c:00:41"]
+    assert (changed.link_state, changed.pci_address) == ("down", "0000:00:09.0")
+    assert changed.bandwidth == {"outbound": {"average": 300, "burst": 64}}

@@ -14,7 +14,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from networks.models import AuditEvent, Host, Network, Operation
+from networks.models import AuditEvent, Guest, Host, Network, Operation, PortForward
 from tests.factories import HostFactory, UserFactory
 
 ROLES = ("viewer", "operator", "admin")
@@ -31,6 +31,7 @@ READ_ONLY_PAGES = {
     "networks:network_detail", "networks:network_reservations_csv", "networks:guest_list", "networks:guest_detail",
     "networks:device_list", "networks:operation_list", "networks:operation_detail", "networks:operation_progress",
     "networks:ipam", "networks:audit_list", "networks:audit_detail", "networks:audit_export", "networks:user_list",
+    "networks:port_forward_list", "networks:port_forward_detail",
 }  # fmt: skip
 WRITE_METHODS = ("post", "put", "patch", "delete")
 
@@ -67,6 +68,32 @@ def _page_section(section, body, role="operator", network="network"):
 
 
 RESERVATION = {"mac": "52:54:00:99:00:01", "ip": "192.168.122.99", "name": "new99"}
+
+
+def _nic(w, name, url_name, mac=None):
+    """A guest interface URL of the demo fleet (build01 is stopped, web01 runs)."""
+    guest = Guest.objects.get(host=w.host, name=name)
+    return reverse(url_name, args=[guest.pk] if mac is None else [guest.pk, mac])
+
+
+def _with_host_worker(w):
+    """The demo host with a host worker queue: port forwards need one."""
+    Host.objects.filter(pk=w.host.pk).update(queue="demo-host")
+    return w.host
+
+
+def _forward(w):
+    web01 = Guest.objects.get(host=_with_host_worker(w), name="web01")
+    return PortForward.objects.create(host=w.host, guest=web01, guest_name="web01", guest_mac="52:54:00:0a:00:11",
+                                      host_port_start=8080, host_port_end=8080, guest_port_start=80,
+                                      guest_port_end=80)  # fmt: skip
+
+
+def _forward_form(w, **values):
+    web01 = Guest.objects.get(host=w.host, name="web01")
+    return {"guest": web01.pk, "protocol": "tcp", "host_ports": "9000", "guest_ports": "80", "enabled": "on", **values}
+
+
 NEW_NETWORK = {"name": "new1", "mode": "isolated", "ipv4": "10.99.0.1/24"}
 
 # (url name, method) -> (the least role that may use it, request builder: world -> (url, body))
@@ -94,6 +121,22 @@ PAGES = {
                                                              {"username": "newbie", "role": "operator"})),
     ("networks:operation_cancel", "POST"): (
         "operator", lambda w: (reverse("networks:operation_cancel", args=[w.queued.pk]), {})),
+    ("networks:port_forward_create", "POST"): ("operator", lambda w: (
+        reverse("networks:port_forward_create", args=[_with_host_worker(w).pk]), _forward_form(w))),
+    ("networks:port_forward_edit", "POST"): ("operator", lambda w: (
+        reverse("networks:port_forward_edit", args=[_forward(w).pk]), _forward_form(w, comment="x"))),
+    ("networks:port_forward_delete", "POST"): ("operator", lambda w: (
+        reverse("networks:port_forward_delete", args=[_forward(w).pk]), {})),
+    ("networks:port_forward_reapply", "POST"): ("operator", lambda w: (
+        reverse("networks:port_forward_reapply", args=[_forward(w).pk]), {})),
+    ("networks:host_port_forwards_reapply", "POST"): ("operator", lambda w: (
+        reverse("networks:host_port_forwards_reapply", args=[_with_host_worker(w).pk]), {})),
+    ("networks:guest_interface_add", "POST"): ("operator", lambda w: (
+        _nic(w, "build01", "networks:guest_interface_add"), {"source": "default", "scope": "config"})),
+    ("networks:guest_interface_edit", "POST"): ("operator", lambda w: (
+        _nic(w, "web01", "networks:guest_interface_edit", "52:54:00:0a:00:11"), {"link": "down"})),
+    ("networks:guest_interface_remove", "POST"): ("operator", lambda w: (
+        _nic(w, "web01", "networks:guest_interface_remove", "52:54:00:0a:00:11"), {"scope": "both"})),
 }  # fmt: skip
 # The section editor is one URL pattern; each section has its own rule.
 SECTION_PAGES = {
@@ -124,6 +167,23 @@ API = {
         "apply": "define"})),
     ("api:network-bulk-import", "POST"): ("operator", lambda w: (w.net("api:network-bulk-import"),
                                                                  {"csv": "52:54:00:99:00:01,192.168.122.99,x"})),
+    ("api:port-forward-list", "POST"): ("operator", lambda w: (reverse("api:port-forward-list"), {
+        "host": _with_host_worker(w).pk, "guest": Guest.objects.get(host=w.host, name="web01").pk,
+        "host_port": 9000, "guest_port": 80})),
+    ("api:port-forward-detail", "PATCH"): ("operator", lambda w: (
+        reverse("api:port-forward-detail", args=[_forward(w).pk]), {"comment": "x"})),
+    ("api:port-forward-detail", "DELETE"): ("operator", lambda w: (
+        reverse("api:port-forward-detail", args=[_forward(w).pk]), None)),
+    ("api:port-forward-reapply", "POST"): ("operator", lambda w: (
+        reverse("api:port-forward-reapply", args=[_forward(w).pk]), {})),
+    ("api:port-forward-reapply-host", "POST"): ("operator", lambda w: (
+        reverse("api:port-forward-reapply-host"), {"host": _with_host_worker(w).pk})),
+    ("api:guest-interfaces", "POST"): ("operator", lambda w: (
+        _nic(w, "build01", "api:guest-interfaces"), {"source": "default", "scope": "config"})),
+    ("api:guest-interface", "PATCH"): ("operator", lambda w: (
+        _nic(w, "web01", "api:guest-interface", "52:54:00:0a:00:11"), {"link": "down"})),
+    ("api:guest-interface", "DELETE"): ("operator", lambda w: (
+        _nic(w, "web01", "api:guest-interface", "52:54:00:0a:00:11"), None)),
 }  # fmt: skip
 # The section endpoints are two URL patterns covering every collection; each has its own rule.
 SECTION_API = {

@@ -1,0 +1,83 @@
+"""The host worker: the Celery worker that runs on a hypervisor and consumes its host's queue.
+
+Only it can reach the host's firewall and libvirt hooks, so port forwards need it. It says it
+is alive by writing `Host.worker_seen_at` (and the firewall backend it found) when it starts
+and every KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS; the forward pages call a host whose worker
+stayed silent for three beats "host worker absent" (networks.services.forwards).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from networks.models import Host
+
+logger = logging.getLogger(__name__)
+
+
+class HostWorkerError(Exception):
+    """The host worker cannot start for this host (unknown host, or no queue of its own)."""
+
+
+def host_worker_queue(*, host_name: str) -> str:
+    """The queue a host worker for `host_name` consumes: the host's own `queue`."""
+    host = Host.objects.filter(name=host_name).first()
+    if host is None:
+        raise HostWorkerError(f"No host named {host_name!r}.")
+    if not host.queue:
+        raise HostWorkerError(
+            f"Host {host_name} has no queue of its own: set its queue (e.g. {host_name}) so that "
+            "its operations go to the worker on the hypervisor."
+        )
+    return host.queue
+
+
+def host_worker_beat(*, host_name: str, firewall_backend: str) -> bool:
+    """Record that the host worker of `host_name` is alive. False if the host is gone."""
+    fields = {"worker_seen_at": timezone.now()}
+    if firewall_backend:
+        fields["firewall_backend"] = firewall_backend
+    return Host.objects.filter(name=host_name).update(**fields) == 1
+
+
+def host_worker_heartbeat_start(*, host_name: str) -> threading.Event:
+    """Beat now and then every KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS, in a daemon thread that
+    ends with the worker process (or when the returned event is set)."""
+    stop = threading.Event()
+    threading.Thread(
+        target=_beat_forever, args=(host_name, stop), name="kvmweb-host-worker-heartbeat", daemon=True
+    ).start()
+    return stop
+
+
+def _beat_forever(host_name: str, stop: threading.Event) -> None:
+    while True:
+        _beat_once(host_name)
+        if stop.wait(settings.KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS):
+            return
+
+
+def _beat_once(host_name: str) -> None:
+    # A database that is briefly away must not end the heartbeat: log, and beat again later.
+    try:
+        if not host_worker_beat(host_name=host_name, firewall_backend=_detect_backend()):
+            logger.warning("host worker heartbeat: no host named %s", host_name)
+    except Exception:
+        logger.exception("host worker heartbeat for %s failed", host_name)
+    finally:
+        close_old_connections()
+
+
+def _detect_backend() -> str:
+    from networks.forwarding.engine import firewall_backend
+
+    try:
+        return firewall_backend()
+    except Exception as exc:  # a missing tool must not stop the beat: the backend stays unknown
+        logger.warning("host worker: firewall backend not detected: %s", exc)
+        return ""
