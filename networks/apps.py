@@ -12,6 +12,7 @@ class NetworksConfig(AppConfig):
         from networks.services import (  # noqa: F401
             create,
             forwards,
+            hostdevs,
             hosts,
             interfaces,
             netupdate,

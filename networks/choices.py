@@ -31,6 +31,8 @@ class OperationKind(models.TextChoices):
     GUEST_INTERFACE_ADD = "guest.interface_add", "Add guest interface"
     GUEST_INTERFACE_UPDATE = "guest.interface_update", "Change guest interface"
     GUEST_INTERFACE_REMOVE = "guest.interface_remove", "Remove guest interface"
+    GUEST_HOSTDEV_ATTACH = "guest.hostdev_attach", "Assign PCI device to guest"
+    GUEST_HOSTDEV_DETACH = "guest.hostdev_detach", "Return PCI device from guest"
     PORT_FORWARD_CREATE = "port_forward.create", "Create port forward"
     PORT_FORWARD_UPDATE = "port_forward.update", "Change port forward"
     PORT_FORWARD_DELETE = "port_forward.delete", "Delete port forward"
@@ -96,6 +98,14 @@ class InterfaceScope(models.TextChoices):
     LIVE = "live", "Running guest only"
     CONFIG = "config", "Persistent config only"
     BOTH = "both", "Running guest and persistent config"
+
+
+class PassthroughSupport(models.TextChoices):
+    """Whether a host can assign PCI devices to guests, as far as its libvirt tells."""
+
+    YES = "yes", "Yes"
+    NO = "no", "No"
+    UNKNOWN = "unknown", "Unknown"
 
 
 class ForwardProtocol(models.TextChoices):

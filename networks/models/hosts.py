@@ -1,7 +1,7 @@
 from django.db import models
 from django.urls import reverse
 
-from networks.choices import HostStatus
+from networks.choices import HostStatus, PassthroughSupport
 
 
 class Host(models.Model):
@@ -32,6 +32,14 @@ class Host(models.Model):
     # "nftables" or "iptables": how the host's libvirt writes its firewall rules, as the host
     # worker detected it; empty until a host worker reported
     firewall_backend = models.CharField(max_length=20, blank=True)
+    # PCI passthrough, from the domain capabilities and node devices at the last sync
+    iommu_support = models.CharField(
+        max_length=10, choices=PassthroughSupport.choices, default=PassthroughSupport.UNKNOWN
+    )
+    vfio_support = models.CharField(
+        max_length=10, choices=PassthroughSupport.choices, default=PassthroughSupport.UNKNOWN
+    )
+    passthrough_note = models.CharField(max_length=500, blank=True, help_text="Why passthrough is or is not possible")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -52,6 +52,9 @@ REQUIRED_ROLE = {
     "network.rename": Role.ADMIN,
     "network.xml_edit": Role.ADMIN,
     "network.update.forward-interface": Role.ADMIN,
+    # a wrong assignment can take a NIC or the disk controller away from the host
+    "guest.hostdev_attach": Role.ADMIN,
+    "guest.hostdev_detach": Role.ADMIN,
     "user.manage": Role.ADMIN,
     "token.manage_others": Role.ADMIN,
 }
@@ -73,6 +76,8 @@ KIND_ACTIONS = {
     OperationKind.GUEST_INTERFACE_ADD: "guest.interface_add",
     OperationKind.GUEST_INTERFACE_UPDATE: "guest.interface_update",
     OperationKind.GUEST_INTERFACE_REMOVE: "guest.interface_remove",
+    OperationKind.GUEST_HOSTDEV_ATTACH: "guest.hostdev_attach",
+    OperationKind.GUEST_HOSTDEV_DETACH: "guest.hostdev_detach",
     OperationKind.PORT_FORWARD_CREATE: "port_forward.create",
     OperationKind.PORT_FORWARD_UPDATE: "port_forward.update",
     OperationKind.PORT_FORWARD_DELETE: "port_forward.delete",
