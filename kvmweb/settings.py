@@ -286,6 +286,12 @@ KVMWEB_FORWARD_RULES_FILE = env_str("KVMWEB_FORWARD_RULES_FILE", "") or str(DATA
 KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS = env_int("KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS", 30, minimum=1)
 # Set by scripts/host-worker.sh: the name of the host this worker runs on (empty elsewhere).
 KVMWEB_HOST_WORKER = env_str("KVMWEB_HOST_WORKER", "")
+# How the host worker reaches the libvirt of the hypervisor it runs on (not the host's stored
+# URI, which is how central workers reach it from afar); checked like any host URI.
+KVMWEB_HOST_WORKER_URI = env_str("KVMWEB_HOST_WORKER_URI", "") or "qemu:///system"
+# How often the host worker checks its host's forward rules (and re-applies them when a
+# guest's address or network changed since they were applied).
+KVMWEB_FORWARD_CHECK_SECONDS = env_int("KVMWEB_FORWARD_CHECK_SECONDS", 60, minimum=1)
 
 
 def env_dirs(name: str, default: str) -> list[str]:

@@ -25,7 +25,10 @@ class InterfaceForm(forms.Form):
     source = _text("Network, bridge or host interface", list="interface-sources")
     portgroup = _text("Portgroup (networks)")
     mode = forms.ChoiceField(label="macvtap mode", choices=_choices(checks.DIRECT_MODES, "—"), required=False)
-    model = forms.ChoiceField(label="Model", choices=_choices(checks.MODELS), required=False)
+    # No model for an SR-IOV pool: the guest drives the VF itself.
+    model = forms.ChoiceField(
+        label="Model", choices=[*_choices(checks.MODELS), ("", "none (SR-IOV pool)")], required=False
+    )
     mac = _text("MAC (empty: a free one in 52:54:00)", placeholder="52:54:00:…")
     link = forms.ChoiceField(label="Link", choices=_choices(checks.LINK_STATES), required=False)
     vlan_tags = _text("VLAN tags (Open vSwitch, SR-IOV pools)", placeholder="10, 20")

@@ -1,7 +1,21 @@
 from django.urls import path, re_path
 
-from .views import accounts, audit, dashboard, guests, hosts, interfaces, ipam, netupdate, networks, operations, users
+from .views import (
+    accounts,
+    audit,
+    dashboard,
+    guests,
+    hosts,
+    interfaces,
+    ipam,
+    netupdate,
+    networks,
+    operations,
+    passthrough,
+    users,
+)
 from .views import forwards as forward_views
+from .views import hostdevs as hostdev_views
 
 app_name = "networks"
 
@@ -12,6 +26,7 @@ urlpatterns = [
     path("hosts/<int:pk>/", hosts.host_detail, name="host_detail"),
     path("hosts/<int:pk>/sync/", hosts.host_sync, name="host_sync"),
     path("hosts/<int:pk>/delete/", hosts.host_delete, name="host_delete"),
+    path("hosts/<int:pk>/passthrough/", passthrough.host_passthrough, name="host_passthrough"),
     path("hosts/<int:host_pk>/networks/create/", networks.network_create, name="network_create"),
     path(
         "hosts/<int:host_pk>/networks/create-default/", networks.network_create_default, name="network_create_default"
@@ -35,6 +50,8 @@ urlpatterns = [
     path(
         "guests/<int:pk>/interfaces/<str:mac>/remove/", interfaces.guest_interface_remove, name="guest_interface_remove"
     ),
+    path("guests/<int:pk>/hostdevs/add/", hostdev_views.guest_hostdev_add, name="guest_hostdev_add"),
+    path("guests/<int:pk>/hostdevs/<str:pci>/remove/", hostdev_views.guest_hostdev_remove, name="guest_hostdev_remove"),
     path("port-forwards/", forward_views.port_forward_list, name="port_forward_list"),
     path("port-forwards/<int:pk>/", forward_views.port_forward_detail, name="port_forward_detail"),
     path("port-forwards/<int:pk>/edit/", forward_views.port_forward_edit, name="port_forward_edit"),

@@ -15,6 +15,7 @@ from networks.models import (
     Operation,
     Portgroup,
 )
+from networks.services import pools
 from networks.services.permissions import visible_hosts
 from networks.services.xmlcheck import MAX_XML_CHARS
 
@@ -156,6 +157,26 @@ class NetworkDetailSerializer(NetworkListSerializer):
     dns_records = DnsRecordSerializer(many=True, read_only=True)
     portgroups = PortgroupSerializer(many=True, read_only=True)
     forward_interfaces = ForwardInterfaceSerializer(many=True, read_only=True)
+    pf = serializers.SerializerMethodField(help_text="An SR-IOV VF pool's PF (null for other networks)")
+    vfs = serializers.SerializerMethodField(help_text="A pool's VFs: pci_address and held_by (null when free)")
+    free_vfs = serializers.SerializerMethodField(help_text="A pool's free VFs (null for other networks)")
+
+    def _pool(self, network):
+        if not hasattr(network, "_pool_state"):
+            network._pool_state = pools.pool_state(network) if pools.is_pool(network) else None
+        return network._pool_state
+
+    def get_pf(self, network) -> str | None:
+        state = self._pool(network)
+        return state.pf if state else None
+
+    def get_vfs(self, network) -> list[dict]:
+        state = self._pool(network)
+        return [{"pci_address": vf.pci_address, "held_by": holder_data(vf.holder)} for vf in state.vfs] if state else []
+
+    def get_free_vfs(self, network) -> int | None:
+        state = self._pool(network)
+        return state.free if state else None
 
     class Meta(NetworkListSerializer.Meta):
         fields = [
@@ -170,10 +191,26 @@ class NetworkDetailSerializer(NetworkListSerializer):
             "dns_records",
             "portgroups",
             "forward_interfaces",
+            "pf",
+            "vfs",
+            "free_vfs",
             "live_xml",
             "inactive_xml",
             "synced_at",
         ]
+
+
+def holder_data(holder) -> dict | None:
+    """Who holds a PCI device or VF (a services.pci.Holder), as the API shows it; null: free."""
+    if holder is None:
+        return None
+    return {
+        "kind": holder.kind,
+        "guest": holder.guest_id,
+        "guest_name": holder.guest_name or None,
+        "network": holder.network_name or None,
+        "detail": holder.detail,
+    }
 
 
 # Longest accepted text of each kind of field: a request body is bounded field by field.
@@ -226,7 +263,7 @@ class NetworkCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=50)
     mode = serializers.ChoiceField(
         choices=["nat", "route", "open", "isolated", "bridge", "macvtap-bridge", "macvtap-private", "macvtap-vepa",
-                 "macvtap-passthrough"],
+                 "macvtap-passthrough", "hostdev"],
         default="nat",
     )  # fmt: skip
     bridge = serializers.CharField(max_length=15, required=False, default="", allow_blank=True)
@@ -243,6 +280,7 @@ class NetworkCreateSerializer(serializers.Serializer):
     stp = serializers.BooleanField(default=False)
     forward_dev = _optional_text(IFNAME_MAX)
     interfaces = _optional_text(INTERFACES_MAX, help_text="macvtap: eth1 eth2")
+    pf = _optional_text(IFNAME_MAX, help_text="hostdev (SR-IOV VF pool): the PF's interface name, e.g. ens1f0")
     start = serializers.BooleanField(default=True)
     autostart = serializers.BooleanField(default=False)
     message = serializers.CharField(max_length=MESSAGE_MAX, required=False, default="", allow_blank=True)

@@ -2,7 +2,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
-from . import forwards, interfaces, netupdate, tokens, views
+from . import forwards, hostdevs, interfaces, netupdate, pci, tokens, views
 
 router = DefaultRouter()
 router.register("hosts", views.HostViewSet, basename="host")
@@ -32,7 +32,10 @@ urlpatterns = [
         netupdate.EntryView.as_view(),
         name="network-section-entry",
     ),
+    path("hosts/<int:pk>/pci-devices/", pci.HostPciDevicesView.as_view(), name="host-pci-devices"),
     path("guests/<int:pk>/interfaces/", interfaces.GuestInterfacesView.as_view(), name="guest-interfaces"),
     path("guests/<int:pk>/interfaces/<str:mac>/", interfaces.GuestInterfaceView.as_view(), name="guest-interface"),
+    path("guests/<int:pk>/hostdevs/", hostdevs.GuestHostdevsView.as_view(), name="guest-hostdevs"),
+    path("guests/<int:pk>/hostdevs/<str:pci>/", hostdevs.GuestHostdevView.as_view(), name="guest-hostdev"),
     *router.urls,
 ]

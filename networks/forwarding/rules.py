@@ -16,7 +16,16 @@ left out of the list is gone:
 - nftables (libvirt >= 10 with its nftables backend): `table ip kvmweb` with the DNAT chains,
   plus a chain `kvmweb_forward` inside libvirt's own `table ip libvirt_network`, jumped to from
   the top of its `forward` chain: an accept in a table of one's own would not stop libvirt's
-  reject, because a packet passes every base chain of its hook.
+  reject, because a packet passes every base chain of its hook. nft has no base port: a range
+  moved to other guest ports is one rule with a map of its ports (at most MAX_SHIFTED_PORTS).
+
+A forward is "present" only when each of its tagged rules says what the forward needs now
+(addresses, bridge, ports, protocol, sources, DNAT target), not merely when rules are tagged.
+
+A forward on every host address (no `host_address`) matches the host's local addresses, but
+never loopback (127.0.0.0/8: the host's own localhost services stay its own) and never traffic
+that arrives from a bridge of one of the host's libvirt networks (`guest_bridges`): a guest's DNS,
+DHCP or any other connection to its gateway address must reach the host, not another guest.
 
 With no forward left whose guest runs, nothing of kvmweb stays in the ruleset.
 """
@@ -29,9 +38,12 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
+import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,15 +67,33 @@ LIBVIRT_NFT_TABLE = "libvirt_network"
 LIBVIRT_NFT_FORWARD = "forward"
 NFT_FORWARD_CHAIN = "kvmweb_forward"
 
+# The rules of a traffic-from-a-guest-bridge exclusion (iptables: RETURN lines at the top of
+# KVMWEB_PREROUTING, before the forwards on every address) carry this comment.
+BRIDGE_TAG = TAG + "guest-bridge"
+LOOPBACK = "127.0.0.0/8"
+
+# A range moved to other ports is one nft rule with a map of one element per port: at most this
+# many ports (the control plane refuses longer moved ranges too). Ranges kept on their ports
+# have no limit (one rule, no map).
+MAX_SHIFTED_PORTS = 1024
+
 RULES_FILE_VERSION = 1
 COMMAND_TIMEOUT = 30
+# A hook waits at most this long for the rules lock, then gives up (logs, exits 0): libvirtd
+# waits for its hooks, and a guest start must not hang behind a stuck writer.
+HOOK_LOCK_TIMEOUT = 20.0
 
-_BRIDGE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
-_TAG_IN_IPTABLES = re.compile(r'--comment "?' + re.escape(TAG) + r'(\d+)"?')
+_BRIDGE_NAME = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]{0,14}")  # fullmatch: no "-o", no "\n"
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_TAG_IN_IPTABLES = re.compile(r'--comment "?' + re.escape(TAG) + r'([0-9]+)"?(?:\s|\Z)')
 
 
 class FirewallError(RuntimeError):
     """A firewall command failed; the message has its first line of output."""
+
+
+class LockTimeout(FirewallError):
+    """The rules lock stayed held longer than the caller would wait."""
 
 
 @dataclass(frozen=True)
@@ -94,44 +124,80 @@ class ForwardRule:
 
 
 def _check_rule(rule: ForwardRule) -> None:
-    if not isinstance(rule.forward_id, int) or isinstance(rule.forward_id, bool) or rule.forward_id < 1:
+    """Refuse what does not belong in a firewall command, and store addresses, networks and the
+    MAC in their one canonical text (the rule text and the presence check compare them)."""
+    if not _is_int(rule.forward_id) or rule.forward_id < 1:
         raise ValueError(f"forward_id must be a positive integer, not {rule.forward_id!r}")
     if rule.protocol not in ("tcp", "udp"):
         raise ValueError(f"protocol must be tcp or udp, not {rule.protocol!r}")
     for name in ("host_port_start", "host_port_end", "guest_port_start", "guest_port_end"):
         port = getattr(rule, name)
-        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        if not _is_int(port) or not 1 <= port <= 65535:
             raise ValueError(f"{name} must be a port 1-65535, not {port!r}")
     if rule.host_port_end < rule.host_port_start or rule.guest_port_end < rule.guest_port_start:
         raise ValueError("a port range must not end before it starts")
     if rule.host_port_end - rule.host_port_start != rule.guest_port_end - rule.guest_port_start:
         raise ValueError("host and guest port ranges must have the same length")
+    if rule.ports_shift and rule.host_port_end - rule.host_port_start + 1 > MAX_SHIFTED_PORTS:
+        raise ValueError(f"a range moved to other guest ports may have at most {MAX_SHIFTED_PORTS} ports")
     if rule.host_address is not None:
-        _ipv4(rule.host_address, "host_address")
-    _ipv4(rule.guest_address, "guest_address")
-    if not _BRIDGE_NAME.match(str(rule.bridge)):
-        raise ValueError(f"bridge is not an interface name: {rule.bridge!r}")
+        _set(rule, "host_address", ipv4_address(rule.host_address, "host_address"))
+    _set(rule, "guest_address", ipv4_address(rule.guest_address, "guest_address"))
+    check_bridge(rule.bridge, "bridge")
+    if not isinstance(rule.guest_mac, str) or not _MAC.fullmatch(rule.guest_mac.lower()):
+        raise ValueError(f"guest_mac is not a MAC address: {rule.guest_mac!r}")
+    _set(rule, "guest_mac", rule.guest_mac.lower())
     if not isinstance(rule.source_cidrs, tuple):
         raise ValueError("source_cidrs must be a tuple")
-    for cidr in rule.source_cidrs:
-        try:
-            ipaddress.IPv4Network(cidr, strict=False)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"source_cidrs: {cidr!r} is not an IPv4 network") from exc
-    if not isinstance(rule.guest_name, str) or not rule.guest_name or any(ord(c) < 32 for c in rule.guest_name):
+    _set(rule, "source_cidrs", tuple(ipv4_network(cidr, "source_cidrs") for cidr in rule.source_cidrs))
+    if (
+        not isinstance(rule.guest_name, str)
+        or not rule.guest_name
+        or any(ord(c) < 32 or ord(c) == 127 for c in rule.guest_name)
+    ):
         raise ValueError(f"guest_name is not a domain name: {rule.guest_name!r}")
 
 
-def _ipv4(value, name: str) -> None:
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int too
+
+
+def _set(rule: ForwardRule, name: str, value) -> None:
+    object.__setattr__(rule, name, value)  # frozen: only __post_init__ normalises
+
+
+def ipv4_address(value, name: str) -> str:
+    """An IPv4 address given as text, in canonical form. Not an int (ipaddress takes 16909060)."""
     try:
-        ipaddress.IPv4Address(value)
+        if not isinstance(value, str):
+            raise TypeError("not text")
+        return str(ipaddress.IPv4Address(value))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{name} must be an IPv4 address, not {value!r}") from exc
 
 
-def _cidr(value: str) -> str:
-    """A source CIDR in its canonical form (host bits cleared), as iptables and nft print it."""
-    return str(ipaddress.IPv4Network(value, strict=False))
+def ipv4_network(value, name: str) -> str:
+    """An IPv4 network given as text, with no host bits set, in canonical form."""
+    try:
+        if not isinstance(value, str):
+            raise TypeError("not text")
+        return str(ipaddress.IPv4Network(value, strict=True))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}: {value!r} is not an IPv4 network") from exc
+
+
+def check_bridge(value, name: str = "guest_bridges") -> str:
+    """An interface name: 1-15 of letters, digits and `_.:-`, not starting with `-` (it would
+    read as an option)."""
+    if not isinstance(value, str) or not _BRIDGE_NAME.fullmatch(value):
+        raise ValueError(f"{name} is not an interface name: {value!r}")
+    return value
+
+
+def bridges_of(rules: Sequence[ForwardRule], guest_bridges: Iterable[str] = ()) -> tuple[str, ...]:
+    """The libvirt bridges whose traffic a forward on every address leaves alone: the ones given
+    (every libvirt network of the host) and the bridges of the forwards' own networks."""
+    return tuple(sorted({check_bridge(b) for b in guest_bridges} | {r.bridge for r in rules}))
 
 
 # ---- iptables ------------------------------------------------------------------------------
@@ -153,41 +219,90 @@ def _ipt_dnat_target(rule: ForwardRule) -> str:
 
 
 def _sources(rule: ForwardRule) -> list[str | None]:
-    return [_cidr(c) for c in rule.source_cidrs] or [None]
+    return list(rule.source_cidrs) or [None]
 
 
 def iptables_rule_lines(rule: ForwardRule) -> dict[str, list[str]]:
-    """The `-A CHAIN ...` lines of one forward, by kvmweb chain (one line per source CIDR)."""
+    """The `-A CHAIN ...` lines of one forward, by kvmweb chain (one line per source CIDR).
+
+    On every address: PREROUTING matches the host's local addresses (`guest_bridges` exclusions
+    come before it in the chain, see `iptables_bridge_returns`), OUTPUT the same minus loopback.
+    Not `! -o lo` there: the host's connections to any of its own addresses leave through lo."""
     tag = f"-m comment --comment {TAG}{rule.forward_id}"
-    dest = f"-d {rule.host_address}/32" if rule.host_address else "-m addrtype --dst-type LOCAL"
-    dnat, accept = [], []
+    if rule.host_address:
+        dests = {"KVMWEB_PREROUTING": f"-d {rule.host_address}/32", "KVMWEB_OUTPUT": f"-d {rule.host_address}/32"}
+    else:
+        local = "-m addrtype --dst-type LOCAL"
+        dests = {"KVMWEB_PREROUTING": local, "KVMWEB_OUTPUT": f"! -d {LOOPBACK} {local}"}
+    lines: dict[str, list[str]] = {"KVMWEB_PREROUTING": [], "KVMWEB_OUTPUT": [], "KVMWEB_FORWARD": []}
     for source in _sources(rule):
         src = f"-s {source} " if source else ""
-        dnat.append(
-            f"{src}{dest} -p {rule.protocol} -m {rule.protocol} "
-            f"--dport {_ipt_ports(rule.host_port_start, rule.host_port_end)} {tag} "
-            f"-j DNAT --to-destination {_ipt_dnat_target(rule)}"
-        )
-        accept.append(
-            f"{src}-d {rule.guest_address}/32 -o {rule.bridge} -p {rule.protocol} -m {rule.protocol} "
-            f"--dport {_ipt_ports(rule.guest_port_start, rule.guest_port_end)} "
+        for chain, dest in dests.items():
+            lines[chain].append(
+                f"-A {chain} {src}{dest} -p {rule.protocol} -m {rule.protocol} "
+                f"--dport {_ipt_ports(rule.host_port_start, rule.host_port_end)} {tag} "
+                f"-j DNAT --to-destination {_ipt_dnat_target(rule)}"
+            )
+        lines["KVMWEB_FORWARD"].append(
+            f"-A KVMWEB_FORWARD {src}-d {rule.guest_address}/32 -o {rule.bridge} -p {rule.protocol} "
+            f"-m {rule.protocol} --dport {_ipt_ports(rule.guest_port_start, rule.guest_port_end)} "
             f"-m conntrack --ctstate DNAT {tag} -j ACCEPT"
         )
-    return {
-        "KVMWEB_PREROUTING": [f"-A KVMWEB_PREROUTING {line}" for line in dnat],
-        "KVMWEB_OUTPUT": [f"-A KVMWEB_OUTPUT {line}" for line in dnat],
-        "KVMWEB_FORWARD": [f"-A KVMWEB_FORWARD {line}" for line in accept],
-    }
+    return lines
+
+
+def iptables_bridge_returns(bridges: Sequence[str]) -> list[str]:
+    """Lines that send traffic arriving from a libvirt bridge past the forwards on every address
+    (they follow the forwards on one address, which a guest may use)."""
+    return [f"-A KVMWEB_PREROUTING -i {bridge} -m comment --comment {BRIDGE_TAG} -j RETURN" for bridge in bridges]
+
+
+def iptables_chain_lines(rules: Sequence[ForwardRule], guest_bridges: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Every kvmweb chain's lines for `rules`, in order: in PREROUTING the forwards on one
+    address, then the bridge exclusions, then the forwards on every address."""
+    chains: dict[str, list[str]] = {c: [] for c, _ in NAT_CHAINS + FILTER_CHAINS}
+    every = [r for r in rules if not r.host_address]
+    for group in ([r for r in rules if r.host_address], every):
+        if group is every and every:
+            chains["KVMWEB_PREROUTING"] += iptables_bridge_returns(bridges_of(rules, guest_bridges))
+        for rule in group:
+            for chain, lines in iptables_rule_lines(rule).items():
+                chains[chain] += lines
+    return chains
+
+
+def ipt_canonical(line: str) -> frozenset:
+    """A rule line as a set of (option, value), whatever the order of its matches and with or
+    without quotes: how a rule read back from `iptables-save` is compared with the one written.
+    `-A CHAIN` and module loads (`-m tcp`) are left out; a `!` goes with its option."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return frozenset({("unparsable", line)})
+    words = words[2:] if words[:1] == ["-A"] else words
+    found, negate, i = set(), False, 0
+    while i < len(words):
+        word = words[i]
+        if word == "!":
+            negate, i = True, i + 1
+            continue
+        value = words[i + 1] if i + 1 < len(words) else ""
+        if word != "-m":
+            found.add(("!" + word if negate else word, value))
+        negate, i = False, i + 2
+    return frozenset(found)
 
 
 @dataclass
 class IptablesState:
     """What `iptables-save` shows of kvmweb: the rules of built-in chains in order (to find the
-    jumps) and the forward ids tagged in each kvmweb chain, with how many rules each."""
+    jumps), the rules tagged with each forward id in each kvmweb chain (canonical, see
+    `ipt_canonical`) and the bridges excluded at the top of KVMWEB_PREROUTING."""
 
     builtin_rules: dict[str, list[str]]  # "nat PREROUTING" -> its `-A` lines in order
     chains: set[str]  # kvmweb chains that exist
-    tagged: dict[str, dict[int, int]]  # kvmweb chain -> forward id -> rule count
+    tagged: dict[str, dict[int, list[frozenset]]]  # kvmweb chain -> forward id -> its rules
+    bridge_returns: list[str] = field(default_factory=list)
 
     def jumps(self, table: str, builtin: str, chain: str) -> list[int]:
         """Positions (0-based) of the jumps from `builtin` to `chain`."""
@@ -208,17 +323,19 @@ def parse_iptables_save(text: str) -> IptablesState:
                 state.chains.add(name)
         elif line.startswith("-A "):
             chain = line.split()[1]
-            if chain in kvmweb:
-                match = _TAG_IN_IPTABLES.search(line)
-                if match:
-                    ids = state.tagged.setdefault(chain, {})
-                    ids[int(match.group(1))] = ids.get(int(match.group(1)), 0) + 1
-            else:
+            if chain not in kvmweb:
                 state.builtin_rules.setdefault(f"{table} {chain}", []).append(line)
+                continue
+            canonical = ipt_canonical(line)
+            match = _TAG_IN_IPTABLES.search(line)
+            if match:
+                state.tagged.setdefault(chain, {}).setdefault(int(match.group(1)), []).append(canonical)
+            elif ("--comment", BRIDGE_TAG) in canonical and ("-j", "RETURN") in canonical:
+                state.bridge_returns.append(dict(canonical).get("-i", ""))
     return state
 
 
-def iptables_restore_text(rules: Sequence[ForwardRule], state: IptablesState) -> str:
+def iptables_restore_text(rules: Sequence[ForwardRule], state: IptablesState, guest_bridges: Sequence[str] = ()) -> str:
     """Input for `iptables-restore --noflush` that makes kvmweb's chains hold exactly `rules`.
 
     Declaring a chain flushes it (or creates it), so its old rules go without being listed.
@@ -226,10 +343,7 @@ def iptables_restore_text(rules: Sequence[ForwardRule], state: IptablesState) ->
     already a single jump in first place: re-applying the same forwards changes nothing.
     With no rules, the jumps go and the chains are flushed and deleted.
     """
-    lines_by_chain: dict[str, list[str]] = {c: [] for c, _ in NAT_CHAINS + FILTER_CHAINS}
-    for rule in rules:
-        for chain, lines in iptables_rule_lines(rule).items():
-            lines_by_chain[chain].extend(lines)
+    lines_by_chain = iptables_chain_lines(rules, guest_bridges)
     out = []
     for table, chains in (("nat", NAT_CHAINS), ("filter", FILTER_CHAINS)):
         out.append(f"*{table}")
@@ -253,13 +367,21 @@ def _iptables_jump_lines(state: IptablesState, table: str, builtin: str, chain: 
     return lines
 
 
-def iptables_present(rule: ForwardRule, state: IptablesState) -> bool:
-    """All of the forward's rules are in kvmweb's chains and every jump is first."""
+def iptables_present(rule: ForwardRule, state: IptablesState, guest_bridges: Sequence[str] = ()) -> bool:
+    """The forward's rules are in kvmweb's chains exactly as they would be written now (same
+    addresses, bridge, ports, protocol, sources, DNAT target: a rule left with an old guest
+    address does not count), every jump is first and, for a forward on every address, the
+    exclusion of each libvirt bridge (`guest_bridges` plus the forward's own) is in place."""
     tables = [("nat", c, b) for c, b in NAT_CHAINS] + [("filter", c, b) for c, b in FILTER_CHAINS]
     if any(state.jumps(t, b, c) != [0] for t, c, b in tables):
         return False
+    if not rule.host_address and not set(bridges_of([rule], guest_bridges)) <= set(state.bridge_returns):
+        return False
     expected = iptables_rule_lines(rule)
-    return all(state.tagged.get(chain, {}).get(rule.forward_id, 0) == len(lines) for chain, lines in expected.items())
+    return all(
+        Counter(state.tagged.get(chain, {}).get(rule.forward_id, [])) == Counter(map(ipt_canonical, lines))
+        for chain, lines in expected.items()
+    )
 
 
 def iptables_holds_kvmweb(state: IptablesState) -> bool:
@@ -278,25 +400,42 @@ def _nft_ports(start: int, end: int) -> str:
 def _nft_sources(rule: ForwardRule) -> str:
     if not rule.source_cidrs:
         return ""
-    return "ip saddr { " + ", ".join(_cidr(c) for c in rule.source_cidrs) + " } "
+    return "ip saddr { " + ", ".join(rule.source_cidrs) + " } "
 
 
-def nft_dnat_rules(rule: ForwardRule) -> list[str]:
-    """The DNAT rules of one forward (for both the prerouting and the output chain).
+def _nft_names(names: Sequence[str]) -> str:
+    quoted = [f'"{name}"' for name in names]
+    return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
 
-    nft has no base port like iptables, so a range that moves to other guest ports is one rule
-    per port; a range kept as it is one rule that leaves the port alone."""
-    dest = f"ip daddr {rule.host_address} " if rule.host_address else "fib daddr type local "
-    head = f"{dest}{_nft_sources(rule)}{rule.protocol} dport"
-    tag = f'comment "{TAG}{rule.forward_id}"'
+
+def _nft_dnat_target(rule: ForwardRule) -> str:
+    """Same ports: the address only. One port to another: address:port. A range moved to other
+    ports: nft has no base port, so the guest port comes from a map of each host port (one rule,
+    at most MAX_SHIFTED_PORTS elements)."""
     if not rule.ports_shift:
-        ports = _nft_ports(rule.host_port_start, rule.host_port_end)
-        return [f"{head} {ports} dnat to {rule.guest_address} {tag}"]
+        return rule.guest_address
+    if rule.guest_port_start == rule.guest_port_end:
+        return f"{rule.guest_address}:{rule.guest_port_start}"
     offset = rule.guest_port_start - rule.host_port_start
-    return [
-        f"{head} {port} dnat to {rule.guest_address}:{port + offset} {tag}"
-        for port in range(rule.host_port_start, rule.host_port_end + 1)
-    ]
+    pairs = ", ".join(f"{p} : {p + offset}" for p in range(rule.host_port_start, rule.host_port_end + 1))
+    return f"{rule.guest_address} : {rule.protocol} dport map {{ {pairs} }}"
+
+
+def nft_dnat_rule(rule: ForwardRule, chain: str, guest_bridges: Sequence[str] = ()) -> str:
+    """The DNAT rule of one forward in kvmweb's `prerouting` or `output` chain. On every address:
+    the host's local addresses, in prerouting not from a libvirt bridge (`guest_bridges` plus
+    the forward's own), in output not loopback."""
+    if rule.host_address:
+        dest = f"ip daddr {rule.host_address} "
+    elif chain == "prerouting":
+        dest = f"fib daddr type local iifname != {_nft_names(bridges_of([rule], guest_bridges))} "
+    else:
+        dest = f"ip daddr != {LOOPBACK} fib daddr type local "
+    ports = _nft_ports(rule.host_port_start, rule.host_port_end)
+    return (
+        f"{dest}{_nft_sources(rule)}{rule.protocol} dport {ports} dnat to {_nft_dnat_target(rule)} "
+        f'comment "{TAG}{rule.forward_id}"'
+    )
 
 
 def nft_accept_rule(rule: ForwardRule) -> str:
@@ -308,6 +447,109 @@ def nft_accept_rule(rule: ForwardRule) -> str:
     )
 
 
+def nft_expected_facts(rule: ForwardRule, guest_bridges: Sequence[str] = ()) -> dict[str, tuple]:
+    """What `nft_facts` must read from each of the forward's rules, by "table chain"."""
+    ports = (rule.host_port_start, rule.host_port_end)
+    common = {"proto": rule.protocol, "dport": ports, "saddr": rule.source_cidrs}
+    if rule.ports_shift and rule.guest_port_start != rule.guest_port_end:
+        offset = rule.guest_port_start - rule.host_port_start
+        port = tuple((p, p + offset) for p in range(ports[0], ports[1] + 1))
+    else:
+        port = rule.guest_port_start if rule.ports_shift else None
+    common["dnat"] = (rule.guest_address, port)
+    if rule.host_address:
+        pre = out = {"daddr": _nft_prefix(rule.host_address)}
+    else:
+        pre = {"fib": "local", "not_iifname": bridges_of([rule], guest_bridges)}
+        out = {"fib": "local", "not_daddr": LOOPBACK}
+    sources = tuple(sorted(rule.source_cidrs))
+    common["saddr"] = sources
+    accept = {"oifname": rule.bridge, "daddr": _nft_prefix(rule.guest_address), "saddr": sources,
+              "proto": rule.protocol, "dport": (rule.guest_port_start, rule.guest_port_end), "ct": "dnat",
+              "verdict": "accept"}  # fmt: skip
+    return {
+        f"{NFT_TABLE} prerouting": _facts_key(common | pre),
+        f"{NFT_TABLE} output": _facts_key(common | out),
+        f"{LIBVIRT_NFT_TABLE} {NFT_FORWARD_CHAIN}": _facts_key(accept),
+    }
+
+
+def _facts_key(facts: dict) -> tuple:
+    return tuple(sorted((k, v) for k, v in facts.items() if v not in ((), None, "")))
+
+
+def nft_facts(expr: list) -> tuple:
+    """What a rule of kvmweb's does, read from its `nft -j` expressions: addresses, interface
+    names, protocol, ports, sources, DNAT target, verdict (counters and the like are left out)."""
+    facts: dict = {}
+    for item in expr if isinstance(expr, list) else []:
+        if not isinstance(item, dict):
+            continue
+        if "match" in item:
+            _nft_match_facts(facts, item["match"])
+        elif "dnat" in item:
+            dnat = item["dnat"] or {}
+            facts["dnat"] = (dnat.get("addr"), _nft_port_value(dnat.get("port")))
+        elif "accept" in item:
+            facts["verdict"] = "accept"
+    return _facts_key(facts)
+
+
+def _nft_match_facts(facts: dict, match: dict) -> None:
+    left, right, op = match.get("left") or {}, match.get("right"), match.get("op", "==")
+    positive = op in ("==", "in")
+    if not isinstance(left, dict):
+        return
+    if "payload" in left:
+        payload = left["payload"]
+        field_name = (payload.get("protocol"), payload.get("field"))
+        if field_name == ("ip", "daddr"):
+            facts["daddr" if positive else "not_daddr"] = _nft_prefix(right)
+        elif field_name == ("ip", "saddr") and positive:
+            facts["saddr"] = tuple(sorted(_nft_prefix(v) for v in _nft_elements(right)))
+        elif field_name[1] == "dport" and positive:
+            facts["proto"], facts["dport"] = field_name[0], _nft_range(right)
+    elif "meta" in left and left["meta"].get("key") in ("iifname", "oifname"):
+        key = left["meta"]["key"]
+        if key == "oifname" and positive:
+            facts["oifname"] = right
+        elif key == "iifname" and not positive:
+            facts["not_iifname"] = tuple(sorted(_nft_elements(right)))
+    elif "fib" in left and positive:
+        facts["fib"] = right
+    elif "ct" in left and left["ct"].get("key") == "status":
+        facts["ct"] = right if isinstance(right, str) else tuple(_nft_elements(right))
+
+
+def _nft_elements(value) -> list:
+    if isinstance(value, dict) and "set" in value:
+        return list(value["set"])
+    return [value]
+
+
+def _nft_prefix(value) -> str:
+    """An address or network as a network's text (nft prints a /32 as the bare address)."""
+    if isinstance(value, dict) and "prefix" in value:
+        value = f"{value['prefix'].get('addr')}/{value['prefix'].get('len')}"
+    try:
+        return str(ipaddress.IPv4Network(str(value)))
+    except ValueError:
+        return str(value)
+
+
+def _nft_range(value) -> tuple:
+    if isinstance(value, dict) and "range" in value:
+        return tuple(value["range"])
+    return (value, value)
+
+
+def _nft_port_value(port):
+    if isinstance(port, dict) and "map" in port:
+        pairs = (port["map"].get("data") or {}).get("set") or []
+        return tuple(sorted(tuple(pair) for pair in pairs if isinstance(pair, list) and len(pair) == 2))
+    return port
+
+
 @dataclass
 class NftState:
     """What `nft -j list ruleset` shows of kvmweb and of libvirt's table."""
@@ -316,7 +558,8 @@ class NftState:
     libvirt_table: bool
     forward_chain: bool  # kvmweb_forward exists in libvirt's table
     forward_rules: list[tuple[int, str | None]]  # libvirt's forward chain: (handle, jump target)
-    tagged: dict[str, dict[int, int]]  # "kvmweb prerouting" / "libvirt_network kvmweb_forward" -> id -> count
+    # "kvmweb prerouting" / "libvirt_network kvmweb_forward" -> forward id -> its rules' `nft_facts`
+    tagged: dict[str, dict[int, list[tuple]]]
 
     def jump_positions(self) -> list[int]:
         return [i for i, (_, target) in enumerate(self.forward_rules) if target == NFT_FORWARD_CHAIN]
@@ -342,13 +585,12 @@ def _read_nft_rule(state: NftState, rule: dict) -> None:
         targets = [e["jump"]["target"] for e in rule.get("expr", []) if isinstance(e, dict) and "jump" in e]
         state.forward_rules.append((rule["handle"], targets[0] if targets else None))
     comment = rule.get("comment", "")
-    if where[0] in (NFT_TABLE, LIBVIRT_NFT_TABLE) and comment.startswith(TAG) and comment[len(TAG) :].isdigit():
+    if where[0] in (NFT_TABLE, LIBVIRT_NFT_TABLE) and re.fullmatch(re.escape(TAG) + r"[0-9]+", comment):
         ids = state.tagged.setdefault(" ".join(where), {})
-        forward_id = int(comment[len(TAG) :])
-        ids[forward_id] = ids.get(forward_id, 0) + 1
+        ids.setdefault(int(comment[len(TAG) :]), []).append(nft_facts(rule.get("expr", [])))
 
 
-def nft_script(rules: Sequence[ForwardRule], state: NftState) -> str:
+def nft_script(rules: Sequence[ForwardRule], state: NftState, guest_bridges: Sequence[str] = ()) -> str:
     """An `nft -f` script (one atomic transaction) that makes kvmweb's rules exactly `rules`.
 
     Our table is created empty if missing and deleted, then written again whole. In libvirt's
@@ -356,19 +598,18 @@ def nft_script(rules: Sequence[ForwardRule], state: NftState) -> str:
     libvirt's forward chain (only when it is not already). With no rules, all of it goes."""
     out = [f"table ip {NFT_TABLE} {{", "}", f"delete table ip {NFT_TABLE}"]
     if rules:
-        out += _nft_table_text(rules)
+        out += _nft_table_text(rules, bridges_of(rules, guest_bridges))
     if state.libvirt_table:
         out += _nft_libvirt_lines(rules, state)
     return "\n".join(out) + "\n"
 
 
-def _nft_table_text(rules: Sequence[ForwardRule]) -> list[str]:
-    dnat = [line for rule in rules for line in nft_dnat_rules(rule)]
+def _nft_table_text(rules: Sequence[ForwardRule], bridges: Sequence[str]) -> list[str]:
     out = [f"table ip {NFT_TABLE} {{"]
     # -100 is dstnat; nft 1.0.6 takes the name for prerouting only.
     for chain, priority in (("prerouting", "dstnat"), ("output", "-100")):
         out += [f"\tchain {chain} {{", f"\t\ttype nat hook {chain} priority {priority}; policy accept;"]
-        out += [f"\t\t{line}" for line in dnat]
+        out += [f"\t\t{nft_dnat_rule(rule, chain, bridges)}" for rule in rules]
         out.append("\t}")
     out.append("}")
     return out
@@ -391,17 +632,16 @@ def _nft_libvirt_lines(rules: Sequence[ForwardRule], state: NftState) -> list[st
     return out
 
 
-def nft_present(rule: ForwardRule, state: NftState) -> bool:
-    dnat = len(nft_dnat_rules(rule))
-    tagged = state.tagged
-    if tagged.get(f"{NFT_TABLE} prerouting", {}).get(rule.forward_id, 0) != dnat:
-        return False
-    if tagged.get(f"{NFT_TABLE} output", {}).get(rule.forward_id, 0) != dnat:
-        return False
-    if not state.libvirt_table:
-        return True  # no libvirt reject to get past
-    accepted = tagged.get(f"{LIBVIRT_NFT_TABLE} {NFT_FORWARD_CHAIN}", {}).get(rule.forward_id, 0) == 1
-    return accepted and state.jump_positions() == [0]
+def nft_present(rule: ForwardRule, state: NftState, guest_bridges: Sequence[str] = ()) -> bool:
+    """Each of the forward's rules is there as it would be written now (addresses, bridges,
+    ports, protocol, sources, DNAT target: a rule left with an old guest address does not
+    count) and, with libvirt's table, our jump is the first rule of its forward chain."""
+    for where, facts in nft_expected_facts(rule, guest_bridges).items():
+        if where.startswith(LIBVIRT_NFT_TABLE) and not state.libvirt_table:
+            continue  # no libvirt reject to get past
+        if state.tagged.get(where, {}).get(rule.forward_id, []) != [facts]:
+            return False
+    return not state.libvirt_table or state.jump_positions() == [0]
 
 
 def nft_holds_kvmweb(state: NftState) -> bool:
@@ -434,17 +674,19 @@ def tool_exists(name: str) -> bool:
     return any(Path(d, name).is_file() for d in os.environ.get("PATH", "/usr/sbin:/usr/bin").split(os.pathsep))
 
 
-def replace_rules(backend: str, rules: Sequence[ForwardRule]) -> None:
-    """Make the host's kvmweb rules exactly `rules` (the forwards whose guest runs)."""
+def replace_rules(backend: str, rules: Sequence[ForwardRule], guest_bridges: Sequence[str] = ()) -> None:
+    """Make the host's kvmweb rules exactly `rules` (the forwards whose guest runs); forwards on
+    every address leave traffic from `guest_bridges` (and the forwards' bridges) alone."""
     rules = sorted(rules, key=lambda r: r.forward_id)
     if backend == IPTABLES:
         state = read_iptables()
         if rules or iptables_holds_kvmweb(state):
-            _run(["iptables-restore", "-w", "--noflush"], stdin=iptables_restore_text(rules, state))
+            text = iptables_restore_text(rules, state, guest_bridges)
+            _run(["iptables-restore", "-w", "--noflush"], stdin=text)
     elif backend == NFTABLES:
         state = read_nft()
         if rules or nft_holds_kvmweb(state):
-            _run(["nft", "-f", "-"], stdin=nft_script(rules, state))
+            _run(["nft", "-f", "-"], stdin=nft_script(rules, state, guest_bridges))
     else:
         raise FirewallError(f"unknown firewall backend {backend!r}")
 
@@ -456,15 +698,20 @@ def remove_other_backend(backend: str) -> None:
         replace_rules(other, [])
 
 
-def states(backend: str, rules: Sequence[ForwardRule], running_guests: Iterable[str]) -> dict[int, str]:
-    """forward id -> present, guest_stopped or missing, from the host's current rules."""
+def states(
+    backend: str, rules: Sequence[ForwardRule], running_guests: Iterable[str], guest_bridges: Sequence[str] = ()
+) -> dict[int, str]:
+    """forward id -> present, guest_stopped or missing, from the host's current rules (a rule
+    that differs from what the forward needs now, e.g. an old guest address, is missing)."""
     running = set(running_guests)
     if backend == IPTABLES:
         state, present = read_iptables(), iptables_present
     else:
         state, present = read_nft(), nft_present
     return {
-        r.forward_id: (GUEST_STOPPED if r.guest_name not in running else PRESENT if present(r, state) else MISSING)
+        r.forward_id: (
+            GUEST_STOPPED if r.guest_name not in running else PRESENT if present(r, state, guest_bridges) else MISSING
+        )
         for r in rules
     }
 
@@ -472,20 +719,42 @@ def states(backend: str, rules: Sequence[ForwardRule], running_guests: Iterable[
 # ---- the rules file, shared by the worker and the hooks ------------------------------------
 
 
-def rules_to_json(backend: str, rules: Sequence[ForwardRule]) -> str:
-    body = {"version": RULES_FILE_VERSION, "backend": backend, "forwards": [asdict(r) for r in rules]}
+@dataclass(frozen=True)
+class RulesFile:
+    backend: str
+    rules: list[ForwardRule]
+    guest_bridges: tuple[str, ...]  # every libvirt bridge of the host, as of the last apply
+
+
+def rules_to_json(backend: str, rules: Sequence[ForwardRule], guest_bridges: Sequence[str] = ()) -> str:
+    body = {
+        "version": RULES_FILE_VERSION,
+        "backend": backend,
+        "forwards": [asdict(r) for r in rules],
+        "guest_bridges": list(bridges_of(rules, guest_bridges)),
+    }
     return json.dumps(body, indent=1, sort_keys=True) + "\n"
 
 
-def rules_from_json(text: str) -> tuple[str, list[ForwardRule]]:
+def rules_from_json(text: str) -> RulesFile:
+    """The rules file, every value checked again (it is read by root's hooks); ValueError for
+    anything else. `guest_bridges` may be absent (a file written before it existed)."""
     body = json.loads(text)
-    if body.get("version") != RULES_FILE_VERSION:
-        raise ValueError(f"rules file version {body.get('version')!r} is not {RULES_FILE_VERSION}")
+    if not isinstance(body, dict) or body.get("version") != RULES_FILE_VERSION:
+        version = body.get("version") if isinstance(body, dict) else None
+        raise ValueError(f"rules file version {version!r} is not {RULES_FILE_VERSION}")
+    if body.get("backend") not in (IPTABLES, NFTABLES):
+        raise ValueError(f"rules file backend {body.get('backend')!r} is not iptables or nftables")
+    bridges = body.get("guest_bridges", [])
+    if not isinstance(body.get("forwards"), list) or not isinstance(bridges, list):
+        raise ValueError("rules file forwards and guest_bridges must be lists")
     rules = []
     for item in body["forwards"]:
-        item = dict(item, source_cidrs=tuple(item.get("source_cidrs", ())))
-        rules.append(ForwardRule(**item))
-    return body["backend"], rules
+        try:
+            rules.append(ForwardRule(**dict(item, source_cidrs=tuple(item.get("source_cidrs", ())))))
+        except (TypeError, AttributeError) as exc:  # not a mapping, a field missing or unknown
+            raise ValueError(f"rules file forward {item!r:.80}: {exc}") from exc
+    return RulesFile(body["backend"], rules, bridges_of(rules, bridges))
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> bool:
@@ -509,11 +778,23 @@ def write_atomically(path: Path, text: str, mode: int = 0o644) -> bool:
 
 
 @contextlib.contextmanager
-def rules_lock(rules_file: Path):
-    """One writer of the host's kvmweb rules at a time: the worker and every hook."""
+def rules_lock(rules_file: Path, timeout: float | None = None):
+    """One writer of the host's kvmweb rules at a time: the worker and every hook. With a
+    `timeout` (seconds), LockTimeout when the lock stays held that long."""
     rules_file.parent.mkdir(parents=True, exist_ok=True)
     with open(rules_file.with_name(rules_file.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if timeout is None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(f"the rules lock stayed held for {timeout:g} s") from None
+                    time.sleep(0.05)
         yield
 
 
@@ -543,21 +824,24 @@ def hook_running_set(kind: str, argv: Sequence[str], qemu_state_dir: Path) -> se
     return None
 
 
-def hook_main(kind: str, argv: Sequence[str], *, rules_file: str, qemu_state_dir: str) -> int:
+def hook_main(
+    kind: str, argv: Sequence[str], *, rules_file: str, qemu_state_dir: str, lock_timeout: float = HOOK_LOCK_TIMEOUT
+) -> int:
     """What `qemu.d/kvmweb` and `network.d/kvmweb` run. Always exits 0: a failing hook would make
-    libvirt abort a guest's start or kill it on reconnect; errors go to libvirtd's log."""
+    libvirt abort a guest's start or kill it on reconnect; errors go to libvirtd's log. Waits at
+    most `lock_timeout` seconds for the rules lock (libvirtd waits for the hook meanwhile)."""
     with contextlib.suppress(OSError, ValueError):
         sys.stdin.read()  # libvirt writes the domain/network XML to us; take it and drop it
     try:
-        with rules_lock(Path(rules_file)):
+        with rules_lock(Path(rules_file), timeout=lock_timeout):
             running = hook_running_set(kind, argv, Path(qemu_state_dir))
             if running is None:
                 return 0
             try:
-                backend, rules = rules_from_json(Path(rules_file).read_text())
+                saved = rules_from_json(Path(rules_file).read_text())
             except FileNotFoundError:
                 return 0
-            replace_rules(backend, [r for r in rules if r.guest_name in running])
+            replace_rules(saved.backend, [r for r in saved.rules if r.guest_name in running], saved.guest_bridges)
     except Exception as exc:
         print(f"kvmweb {kind} hook {' '.join(argv[:2])}: {exc}", file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ from functools import partial
 import libvirt
 from lxml import etree
 
-from . import xml
+from . import hostdevs, xml
 from .client import libvirt_errors
 from .errors import HypervisorError, NotFound, Unsupported
 from .types import BandwidthLimit
@@ -40,7 +40,28 @@ CONFIG_CHANGE = "config"
 # type") is not among them: plugging it in anew would be refused too, after an unplug.
 _CANNOT_IN_PLACE = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED}
 DETACH_WAIT_S = 10.0  # a guest acknowledges an unplug within a second when it can at all
+# A replug whose guest is slower waits this much longer (the operation's heartbeat goes on)
+# before it gives up: the NIC then goes whenever the guest lets it go.
+DETACH_GRACE_S = 60.0
 POLL_S = 0.1
+
+
+class DetachPending(HypervisorError):
+    """A replug's unplug the guest has not acknowledged: the NIC disappears when the guest
+    releases it, and must then be plugged in again with `interface_xml`."""
+
+    def __init__(self, message: str, interface_xml: str):
+        super().__init__(message)
+        self.interface_xml = interface_xml
+
+
+class NicUnplugged(HypervisorError):
+    """A replug unplugged the NIC, and neither the new nor the old one could be plugged back:
+    `interface_xml` is the old one, to plug in by hand."""
+
+    def __init__(self, message: str, interface_xml: str):
+        super().__init__(message)
+        self.interface_xml = interface_xml
 
 
 @dataclass(frozen=True)
@@ -304,13 +325,14 @@ def _device_call(conn, name: str, scope: str, call: str, device: str, edit_confi
 
 
 def change_live(
-    conn: libvirt.virConnect, name: str, new_interface: str, *, replug: bool, checkpoint=None
+    conn: libvirt.virConnect, name: str, new_interface: str, *, replug: bool, checkpoint=None, log=None
 ) -> LiveChange:
     """Change a running guest's interface to `new_interface` (same MAC). In place first
     (updateDeviceFlags), unless `replug` says libvirt cannot (a new model, a macvtap mode);
     an in-place call that libvirt refuses, or that it reports done while the live XML does
     not show it, is followed by detach + attach keeping MAC, model, PCI address and target.
-    `checkpoint(**state)` records the old interface before it is unplugged."""
+    `checkpoint(**state)` records the old interface before it is unplugged; `log(line)` hears
+    of a slow unplug."""
     settings = interface_settings(xml.parse(new_interface))
     started = time.monotonic()
     notes: list[str] = []
@@ -320,7 +342,7 @@ def change_live(
             return LiveChange(IN_PLACE, time.monotonic() - started, _live_interface(conn, name, settings.mac))
         notes.append(outcome)
     try:
-        replugged = replug_interface(conn, name, new_interface, checkpoint=checkpoint)
+        replugged = replug_interface(conn, name, new_interface, checkpoint=checkpoint, log=log)
     except Unsupported as error:  # a driver without device calls at all (the test driver)
         raise Unsupported(f"{'; '.join(notes) or 'libvirt cannot change it'}; nor unplug it: {error}") from error
     notes.extend(replugged.notes)
@@ -353,9 +375,12 @@ def changed_fields(now: InterfaceSettings, wanted: InterfaceSettings) -> list[st
     return differing
 
 
-def replug_interface(conn: libvirt.virConnect, name: str, new_interface: str, *, checkpoint=None) -> LiveChange:
+def replug_interface(
+    conn: libvirt.virConnect, name: str, new_interface: str, *, checkpoint=None, log=None
+) -> LiveChange:
     """Detach the running interface and attach `new_interface` in its place. If the attach
-    fails, the old interface is attached again and the error raised."""
+    fails, the old interface is attached again and the error raised; if that fails too,
+    NicUnplugged says so. A guest that does not release the NIC in time: DetachPending."""
     mac = interface_settings(xml.parse(new_interface)).mac
     dom = _domain(conn, name)
     old = _live_interface(conn, name, mac)
@@ -365,15 +390,51 @@ def replug_interface(conn: libvirt.virConnect, name: str, new_interface: str, *,
     started = time.monotonic()
     with libvirt_errors():
         dom.detachDeviceFlags(old, LIVE)
-    _wait_until_gone(conn, name, mac)
+    _wait_for_release(conn, name, mac, attach, log)
     try:
         with libvirt_errors():
             dom.attachDeviceFlags(attach, LIVE)
     except HypervisorError as error:
-        with libvirt_errors():
-            dom.attachDeviceFlags(_for_attach(old, old), LIVE)
+        restore = _for_attach(old, old)
+        try:
+            with libvirt_errors():
+                dom.attachDeviceFlags(restore, LIVE)
+        except HypervisorError as second:
+            raise NicUnplugged(
+                f"The new interface was refused ({error}), and plugging the old one in again failed too ({second}): "
+                f"the NIC is now unplugged; its XML:\n{restore}",
+                restore,
+            ) from second
         raise HypervisorError(f"The new interface was refused ({error}); the old one is plugged in again.") from error
     return LiveChange(REPLUG, time.monotonic() - started, _live_interface(conn, name, mac))
+
+
+def _wait_for_release(conn, name: str, mac: str, attach: str, log=None) -> None:
+    """Wait for the guest to release an unplugged NIC: DETACH_WAIT_S, then (saying so)
+    DETACH_GRACE_S more. Giving up earlier would fail the change while the unplug is still
+    pending, and the NIC would vanish later with nothing to plug it in again."""
+    if _released(conn, name, mac, DETACH_WAIT_S):
+        return
+    if log is not None:
+        log(f"{name} has not released interface {mac} after {DETACH_WAIT_S:g} s: waiting {DETACH_GRACE_S:g} s more")
+    if _released(conn, name, mac, DETACH_GRACE_S):
+        return
+    raise DetachPending(
+        f"Detach pending: {name} has not released interface {mac} within {DETACH_WAIT_S + DETACH_GRACE_S:g} s; "
+        "the NIC will disappear when the guest releases it; re-add it (virsh attach-device --live) with this "
+        f"interface XML:\n{attach}",
+        attach,
+    )
+
+
+def _released(conn, name: str, mac: str, timeout: float) -> bool:
+    """Whether the running guest no longer shows interface `mac`, polled for up to `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while find_interface(dom_xml(conn, name), mac) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
 
 
 def _for_attach(interface: str, old_live: str) -> str:
@@ -407,13 +468,10 @@ def _live_interface(conn, name: str, mac: str) -> str:
 def _wait_until_gone(conn, name: str, mac: str, timeout: float = DETACH_WAIT_S) -> None:
     """libvirt returns from a live detach once it asked the guest; the device goes when the
     guest lets it go."""
-    deadline = time.monotonic() + timeout
-    while find_interface(dom_xml(conn, name), mac) is not None:
-        if time.monotonic() > deadline:
-            raise HypervisorError(
-                f"{name} has not released interface {mac} within {timeout:g} s (the guest must acknowledge an unplug)."
-            )
-        time.sleep(POLL_S)
+    if not _released(conn, name, mac, timeout):
+        raise HypervisorError(
+            f"{name} has not released interface {mac} within {timeout:g} s (the guest must acknowledge an unplug)."
+        )
 
 
 def attach_again(conn: libvirt.virConnect, name: str, interface: str) -> bool:
@@ -425,3 +483,40 @@ def attach_again(conn: libvirt.virConnect, name: str, interface: str) -> bool:
     with libvirt_errors():
         _domain(conn, name).attachDeviceFlags(interface, LIVE)
     return True
+
+
+# ---------------------------------------------------------------- PCI devices (hostdev)
+# A `<hostdev>` or `<interface type='hostdev'>`, found by the host PCI address it holds
+# (XML in hostdevs.py). The same device calls as interfaces, and the same redefinition of a
+# stopped guest's config on a driver without them.
+
+
+def attach_pci_device(conn: libvirt.virConnect, name: str, device: str, scope: str) -> str:
+    """Give the guest the PCI device described by `device` (live, config or both)."""
+    added = partial(hostdevs.with_device_added, device=device)
+    return _device_call(conn, name, scope, "attachDeviceFlags", device, added)
+
+
+def detach_pci_device(conn: libvirt.virConnect, name: str, pci_address: str, scope: str) -> str:
+    """Take the device at host address `pci_address` back from the guest; a live unplug is
+    waited for (the guest must release the device before the host can use it again)."""
+    definitions = read_definitions(conn, name)
+    current = hostdevs.find_device(definitions.live_xml if scope != "config" else definitions.config_xml, pci_address)
+    if current is None:
+        raise NotFound(f"{name} holds no PCI device {pci_address}.")
+    removed = partial(hostdevs.with_device_removed, pci_address=pci_address)
+    method = _device_call(conn, name, scope, "detachDeviceFlags", current.xml, removed)
+    if scope != "config":
+        _wait_until_released(conn, name, pci_address)
+    return method
+
+
+def _wait_until_released(conn, name: str, pci_address: str, timeout: float = DETACH_WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while hostdevs.find_device(dom_xml(conn, name), pci_address) is not None:
+        if time.monotonic() > deadline:
+            raise HypervisorError(
+                f"{name} has not released PCI device {pci_address} within {timeout:g} s "
+                "(the guest must acknowledge an unplug)."
+            )
+        time.sleep(POLL_S)

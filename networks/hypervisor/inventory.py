@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import threading
 
 import libvirt
@@ -11,7 +12,15 @@ import libvirt
 from . import xml
 from .client import libvirt_errors
 from .errors import HypervisorError
-from .types import DhcpLease, GuestInfo, HostFacts, HostInventory, NetworkInfo, NodeDeviceInfo
+from .types import (
+    DhcpLease,
+    GuestInfo,
+    HostFacts,
+    HostInterfaceInfo,
+    HostInventory,
+    NetworkInfo,
+    NodeDeviceInfo,
+)
 
 _DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -37,11 +46,12 @@ def read_host(conn: libvirt.virConnect) -> HostInventory:
     with libvirt_errors():
         networks = _read_each(conn.listAllNetworks(), read_network, "network", warnings)
         guests = _read_each(conn.listAllDomains(), lambda dom: agent.completed(dom, read_guest(dom)), "guest", warnings)
+    devices = read_devices(conn, warnings)
     return HostInventory(
-        facts=read_facts(conn, warnings),
+        facts=read_facts(conn, warnings, devices),
         networks=networks,
         guests=guests,
-        devices=read_devices(conn, warnings),
+        devices=devices,
         warnings=tuple(warnings),
     )
 
@@ -138,6 +148,11 @@ AGENT_TIMEOUT_S = 2.0
 # asked again only once that call is over, so each holds at most one waiting thread.
 _agent_calls_waiting: set[str] = set()
 _agent_calls_lock = threading.Lock()
+# What a guest's agent may add to the mirror: the guest writes the answer, and a hostile one
+# could report thousands of addresses.
+AGENT_ADDRESSES_PER_NIC = 32
+AGENT_ADDRESSES_PER_GUEST = 256
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 class GuestAgentReader:
@@ -152,11 +167,13 @@ class GuestAgentReader:
     def completed(self, dom: libvirt.virDomain, guest: GuestInfo) -> GuestInfo:
         if not self.wanted(guest):
             return guest
+        notes: list[str] = []
         try:
-            by_mac = agent_addresses(dom, guest.uuid, self.timeout)
+            by_mac = agent_addresses(dom, guest.uuid, self.timeout, notes)
         except AgentSilent as why:
             self.warnings.append(f"guest {guest.name}: no answer from its guest agent ({why})")
             return guest
+        self.warnings.extend(f"guest {guest.name}: {note}" for note in notes)
         interfaces = tuple(
             dataclasses.replace(iface, agent_addresses=by_mac.get(iface.mac, ())) for iface in guest.interfaces
         )
@@ -179,7 +196,9 @@ class AgentSilent(Exception):
     """The guest agent did not answer: refused, failed, or too slow."""
 
 
-def agent_addresses(dom: libvirt.virDomain, uuid: str, timeout: float) -> dict[str, tuple[str, ...]]:
+def agent_addresses(
+    dom: libvirt.virDomain, uuid: str, timeout: float, notes: list[str] | None = None
+) -> dict[str, tuple[str, ...]]:
     """MAC → "address/prefix" the guest agent reports, waited for at most `timeout` seconds.
 
     The call runs in a thread of its own: libvirt offers no per-call timeout, and changing the
@@ -207,33 +226,62 @@ def agent_addresses(dom: libvirt.virDomain, uuid: str, timeout: float) -> dict[s
         raise AgentSilent(f"no reply within {timeout:g} s")
     if "value" not in answer:
         raise AgentSilent(answer.get("error") or "the call failed")
-    return addresses_by_mac(answer["value"])
+    return addresses_by_mac(answer["value"], notes)
 
 
-def addresses_by_mac(reported: dict) -> dict[str, tuple[str, ...]]:
+def addresses_by_mac(reported: dict, notes: list[str] | None = None) -> dict[str, tuple[str, ...]]:
     """libvirt's answer ({name: {"hwaddr": mac, "addrs": [{"addr", "prefix", "type"}]}}) by MAC.
 
-    IPv6 link-local addresses are left out: every NIC has one, and none can be reserved or
-    reached from another network."""
+    The guest writes this answer, so nothing in it is trusted: an entry that is not a MAC, an
+    address or a prefix in range (an int, not a bool) is left out, and at most
+    AGENT_ADDRESSES_PER_NIC per NIC and AGENT_ADDRESSES_PER_GUEST in all are kept (what was left
+    out is said in `notes`). IPv6 link-local addresses are left out too: every NIC has one, and
+    none can be reserved or reached from another network."""
     found: dict[str, list[str]] = {}
-    for nic in (reported or {}).values():
-        mac = (nic.get("hwaddr") or "").lower()
-        for entry in nic.get("addrs") or ():
+    kept = dropped = 0
+    nics = reported.values() if isinstance(reported, dict) else ()
+    for nic in nics:
+        mac = _mac_text(nic.get("hwaddr") if isinstance(nic, dict) else None)
+        entries = nic.get("addrs") if mac else None
+        for entry in entries if isinstance(entries, list | tuple) else ():
             address = _address_text(entry)
-            if mac and address:
-                found.setdefault(mac, []).append(address)
+            if not address:
+                continue
+            if kept >= AGENT_ADDRESSES_PER_GUEST or len(found.get(mac, ())) >= AGENT_ADDRESSES_PER_NIC:
+                dropped += 1
+                continue
+            found.setdefault(mac, []).append(address)
+            kept += 1
+    if dropped and notes is not None:
+        notes.append(
+            f"its agent reported {kept + dropped} addresses; {dropped} were left out (at most "
+            f"{AGENT_ADDRESSES_PER_NIC} per NIC and {AGENT_ADDRESSES_PER_GUEST} per guest are kept)"
+        )
     return {mac: tuple(addresses) for mac, addresses in found.items()}
 
 
-def _address_text(entry: dict) -> str:
+def _mac_text(value) -> str:
+    text = value.lower() if isinstance(value, str) else ""
+    return text if _MAC_RE.fullmatch(text) else ""
+
+
+def _address_text(entry) -> str:
+    """The entry as address/prefix (the address alone when it has no prefix), or "" when it is
+    not a usable address with a valid prefix."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("addr"), str):
+        return ""
     try:
-        address = ipaddress.ip_address(entry.get("addr") or "")
+        address = ipaddress.ip_address(entry["addr"])
     except ValueError:
         return ""
     if address.is_link_local or address.is_loopback:
         return ""
     prefix = entry.get("prefix")
-    return f"{address}/{prefix}" if isinstance(prefix, int) else str(address)
+    if prefix is None:
+        return str(address)
+    if isinstance(prefix, bool) or not isinstance(prefix, int) or not 0 <= prefix <= address.max_prefixlen:
+        return ""  # True would pass as an int (1): a bool is no prefix
+    return f"{address}/{prefix}"
 
 
 def _optional(warnings: list[str], what: str, call, default=None):
@@ -246,9 +294,11 @@ def _optional(warnings: list[str], what: str, call, default=None):
         return default
 
 
-def read_facts(conn: libvirt.virConnect, warnings: list[str]) -> HostFacts:
+def read_facts(conn: libvirt.virConnect, warnings: list[str], devices: tuple[NodeDeviceInfo, ...] = ()) -> HostFacts:
     info = _optional(warnings, "host info", conn.getInfo, default=None)
     hv_version = _optional(warnings, "hypervisor version", conn.getVersion, default=0)
+    interfaces = _optional(warnings, "host interfaces", lambda: _host_interfaces(conn), default=())
+    iommu, vfio, note = passthrough_facts(conn, warnings, devices)
     return HostFacts(
         hostname=_optional(warnings, "hostname", conn.getHostname, default="") or "",
         hypervisor_type=_optional(warnings, "hypervisor type", conn.getType, default="") or "",
@@ -257,17 +307,104 @@ def read_facts(conn: libvirt.virConnect, warnings: list[str]) -> HostFacts:
         cpu_model=info[0] if info else "",
         memory_mib=info[1] if info else None,
         cpus=info[2] if info else None,
-        host_bridges=_optional(warnings, "host interfaces", lambda: _host_bridges(conn), default=()),
+        host_bridges=tuple(sorted(iface.name for iface in interfaces if iface.type == "bridge")),
+        iommu_support=iommu,
+        vfio_support=vfio,
+        passthrough_note=note,
+        nic_uses=host_nic_uses(interfaces, devices),
     )
 
 
-def _host_bridges(conn: libvirt.virConnect) -> tuple[str, ...]:
-    names = []
-    for iface in conn.listAllInterfaces():
-        root = xml.parse(iface.XMLDesc(0))
-        if root.get("type") == "bridge":
-            names.append(root.get("name", ""))
-    return tuple(sorted(names))
+def _host_interfaces(conn: libvirt.virConnect) -> tuple[HostInterfaceInfo, ...]:
+    return tuple(xml.parse_host_interface(iface.XMLDesc(0)) for iface in conn.listAllInterfaces())
+
+
+# ---------------------------------------------------------------- PCI passthrough facts
+
+
+def passthrough_facts(
+    conn: libvirt.virConnect, warnings: list[str], devices: tuple[NodeDeviceInfo, ...]
+) -> tuple[str, str, str]:
+    """(IOMMU, VFIO, note): each "yes", "no" or "unknown", and the note saying why. Optional:
+    what libvirt cannot tell is "unknown" with a sync warning, never a failed sync."""
+    iommu, iommu_why = _iommu_support(conn, warnings, devices)
+    vfio, vfio_why = _vfio_support(conn, warnings)
+    return iommu, vfio, f"IOMMU {iommu}: {iommu_why}. VFIO {vfio}: {vfio_why}."
+
+
+def _iommu_support(conn, warnings, devices) -> tuple[str, str]:
+    pci = [device for device in devices if device.capability == "pci"]
+    # libvirt fills both the node devices' <iommuGroup> and the host's <iommu support> from the
+    # kernel's IOMMU groups; the groups come first because the test driver's capabilities are
+    # canned (always "no") while its node devices come from the fleet file.
+    if any(device.iommu_group is not None for device in pci):
+        return "yes", "the node devices list IOMMU groups"
+    reported = _optional(warnings, "host capabilities", lambda: xml.parse_host_iommu(conn.getCapabilities()))
+    if reported is True:
+        return "yes", "libvirt reports the host's IOMMU on"
+    if reported is False or pci:
+        return "no", (
+            "libvirt reports no IOMMU on this host and no PCI device has an IOMMU group "
+            "(turn on VT-d/AMD-Vi in the firmware and intel_iommu=on or amd_iommu=on on the kernel command line)"
+        )
+    return "unknown", "neither the node devices nor the host capabilities tell"
+
+
+def _vfio_support(conn, warnings) -> tuple[str, str]:
+    found = _optional(
+        warnings, "domain capabilities (PCI passthrough)", lambda: xml.parse_hostdev_capabilities(_domcaps(conn))
+    )
+    if found is None:
+        return "unknown", "this driver cannot report its domain capabilities"
+    if found.supported is None:
+        return "unknown", "the domain capabilities say nothing about host devices"
+    if not found.supported or "pci" not in found.subsystem_types:
+        return "no", "libvirt does not offer PCI host devices for guests here"
+    if "vfio" not in found.pci_backends:
+        return "no", "libvirt offers no VFIO backend (load the vfio-pci module; it also needs the IOMMU)"
+    return "yes", "libvirt offers the VFIO backend for PCI host devices"
+
+
+def _domcaps(conn: libvirt.virConnect) -> str:
+    """The host's default domain capabilities; on a host without KVM (where asking for the
+    default virt type can fail) those of plain QEMU, which list the same host-device backends."""
+    try:
+        return conn.getDomainCapabilities()
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+        return conn.getDomainCapabilities(None, None, None, "qemu")
+
+
+def host_nic_uses(
+    interfaces: tuple[HostInterfaceInfo, ...], devices: tuple[NodeDeviceInfo, ...]
+) -> tuple[tuple[str, str], ...]:
+    """Host NICs the host itself uses, with how: an address, a port of a bridge (or a bond
+    member, a VLAN's parent). An interface backend that reports no address at all (libvirt's
+    udev backend) cannot tell a NIC in use from an idle one: then every NIC whose link is up
+    counts as used, and says so."""
+    uses: dict[str, str] = {}
+    for iface in interfaces:
+        if iface.addresses:
+            uses.setdefault(iface.name, f"with address {', '.join(iface.addresses)}")
+        for member in iface.members:
+            uses.setdefault(member, f"member of {iface.type or 'interface'} {iface.name}")
+    if not any(iface.addresses for iface in interfaces):
+        for device in devices:
+            if device.capability == "net" and _link_state(device) == "up":
+                uses.setdefault(
+                    device.net_interface,
+                    "with its link up (this host's libvirt reports no interface addresses, "
+                    "so an up NIC counts as used)",
+                )
+    return tuple(sorted(uses.items()))
+
+
+def _link_state(device: NodeDeviceInfo) -> str:
+    try:
+        return xml.node_device_link_state(device.xml) if device.xml else ""
+    except HypervisorError:
+        return ""
 
 
 def read_devices(conn: libvirt.virConnect, warnings: list[str]) -> tuple[NodeDeviceInfo, ...]:

@@ -60,11 +60,14 @@ def undefine_network(conn: libvirt.virConnect, name: str) -> None:
             net.undefine()
 
 
-def define_network(conn: libvirt.virConnect, network_xml: str, *, start: bool, autostart: bool) -> NetworkInfo:
+def define_network(
+    conn: libvirt.virConnect, network_xml: str, *, start: bool, autostart: bool, keep_defined: bool = False
+) -> NetworkInfo:
     """Define a persistent network from XML, optionally starting it and marking it autostart.
 
     If starting fails the new definition is removed again, so a failed create leaves
-    the host as it was.
+    the host as it was; with `keep_defined` it stays, inactive (a VF pool whose PF has no
+    VFs yet), and the start's error is raised all the same.
     """
     name = xml.parse(network_xml).findtext("name", "")
     with libvirt_errors():
@@ -78,7 +81,8 @@ def define_network(conn: libvirt.virConnect, network_xml: str, *, start: bool, a
             if start:
                 net.create()
         except libvirt.libvirtError:
-            net.undefine()
+            if not keep_defined:
+                net.undefine()
             raise
         return read_network(net)
 

@@ -165,6 +165,32 @@ class HostFacts:
     cpus: int | None = None
     memory_mib: int | None = None
     host_bridges: tuple[str, ...] = ()
+    # PCI passthrough: "yes", "no" or "unknown" each, and why (see inventory.passthrough_facts)
+    iommu_support: str = "unknown"
+    vfio_support: str = "unknown"
+    passthrough_note: str = ""
+    # Host NIC name → how the host itself uses it ("with address 192.0.2.1/24", "member of br0")
+    nic_uses: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class HostdevCapabilities:
+    """The `<hostdev>` part of a host's domain capabilities; `supported` None when absent."""
+
+    supported: bool | None
+    modes: tuple[str, ...] = ()
+    subsystem_types: tuple[str, ...] = ()
+    pci_backends: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostInterfaceInfo:
+    """A host interface as `virInterface` describes it."""
+
+    name: str
+    type: str = ""
+    addresses: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()  # bridge ports, bond members, a VLAN interface's parent
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from .types import (
     ForwardInterface,
     GuestInfo,
     GuestInterface,
+    HostdevCapabilities,
+    HostInterfaceInfo,
     IpConfig,
     NetworkInfo,
     NodeDeviceInfo,
@@ -260,6 +262,18 @@ def build_network_xml(
     return to_string(root)
 
 
+def build_pool_network_xml(*, name: str, pf: str) -> str:
+    """An SR-IOV VF pool: `<forward mode='hostdev' managed='yes'><pf dev=PF/>`. libvirt lists the
+    PF's VFs itself when the first guest starts; managed='yes' lets it bind each VF to vfio-pci
+    for the guest and back to the host driver afterwards. No `<bridge>` and no `<ip>`: guests get
+    the VF itself, so traffic never passes the host's network stack."""
+    root = etree.Element("network")
+    etree.SubElement(root, "name").text = name
+    forward = etree.SubElement(root, "forward", mode="hostdev", managed="yes")
+    etree.SubElement(forward, "pf", dev=pf)
+    return to_string(root)
+
+
 def _build_ip(ip: IpConfig) -> etree._Element:
     attrs = {"address": ip.address, "prefix": str(ip.prefix)}
     if ip.family == "ipv6":
@@ -349,7 +363,9 @@ def _interface_source(kind: str, source: etree._Element | None) -> str:
     if source is None:
         return ""
     if kind == "hostdev":
-        return pci_address(source.find("address"))
+        # A NIC that a hostdev pool network gave a VF shows, live, a first <source network=…/> and
+        # then the VF in a second <source><address/></source>: take the address wherever it is.
+        return pci_address(source.getparent().find("source/address"))
     for attribute in ("network", "bridge", "dev"):
         if source.get(attribute):
             return source.get(attribute)
@@ -451,3 +467,56 @@ def portgroup_fragment(portgroup: Portgroup) -> str:
 
 def forward_interface_fragment(dev: str) -> str:
     return to_string(etree.Element("interface", dev=dev))
+
+
+# ---------------------------------------------------------------- PCI passthrough facts
+
+
+def node_device_pci_class(device_xml: str) -> str:
+    """A PCI node device's class code as libvirt prints it ("0x020000"); "" when absent."""
+    return (parse(device_xml).findtext("capability[@type='pci']/class") or "").strip().lower()
+
+
+def node_device_link_state(device_xml: str) -> str:
+    """A net node device's `<link state>` ("up", "down", "unknown"); "" when absent."""
+    return parse(device_xml).xpath("string(capability[@type='net']/link/@state)")
+
+
+def parse_hostdev_capabilities(domcaps_xml: str) -> HostdevCapabilities:
+    """`getDomainCapabilities()` → `<devices><hostdev supported=…>` with its enums."""
+    hostdev = parse(domcaps_xml).find("devices/hostdev")
+    if hostdev is None:
+        return HostdevCapabilities(supported=None)
+
+    def values(enum: str) -> tuple[str, ...]:
+        return tuple(value.text or "" for value in hostdev.findall(f"enum[@name='{enum}']/value"))
+
+    return HostdevCapabilities(
+        supported=hostdev.get("supported") == "yes",
+        modes=values("mode"),
+        subsystem_types=values("subsysType"),
+        pci_backends=values("pciBackend"),
+    )
+
+
+def parse_host_iommu(capabilities_xml: str) -> bool | None:
+    """`getCapabilities()` → `<host><iommu support='yes|no'/>`; None where the XML has none."""
+    support = parse(capabilities_xml).xpath("string(host/iommu/@support)")
+    return {"yes": True, "no": False}.get(support)
+
+
+def parse_host_interface(interface_xml: str) -> HostInterfaceInfo:
+    """One `virInterface`: its name, type, addresses and the interfaces it is built on (bridge
+    ports, bond members, a VLAN's parent)."""
+    root = parse(interface_xml)
+    addresses = tuple(
+        f"{ip.get('address')}/{ip.get('prefix')}" if ip.get("prefix") else ip.get("address")
+        for ip in root.findall("protocol/ip")
+        if ip.get("address")
+    )
+    members = tuple(
+        member.get("name", "")
+        for member in root.xpath("bridge/interface | bond/interface | vlan/interface")
+        if member.get("name")
+    )
+    return HostInterfaceInfo(name=root.get("name", ""), type=root.get("type", ""), addresses=addresses, members=members)

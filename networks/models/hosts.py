@@ -40,6 +40,9 @@ class Host(models.Model):
         max_length=10, choices=PassthroughSupport.choices, default=PassthroughSupport.UNKNOWN
     )
     passthrough_note = models.CharField(max_length=500, blank=True, help_text="Why passthrough is or is not possible")
+    # Host NIC name → how the host itself uses it ("with address 192.0.2.10/24", "member of bridge
+    # br0"), from the last sync: assigning such a NIC (or its IOMMU group) to a guest cuts the host off
+    nic_uses = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

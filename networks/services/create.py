@@ -19,11 +19,13 @@ from .netupdate.common import gather, interface_name, invalid, number, text
 from .networks import NETWORK_NAME_RE
 from .operations import network_lock_key, operation_request
 from .permissions import authorize
+from .pools import pool_create_parts
 
 BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ is 16 with the NUL
 ROUTED_MODES = {"nat", "route", "open", "isolated"}
 MACVTAP_MODES = {"macvtap-bridge", "macvtap-private", "macvtap-vepa", "macvtap-passthrough"}
-MODES = ROUTED_MODES | {"bridge"} | MACVTAP_MODES
+POOL_MODE = "hostdev"  # an SR-IOV VF pool (services.pools)
+MODES = ROUTED_MODES | {"bridge"} | MACVTAP_MODES | {POOL_MODE}
 MTU_RANGE = (576, 65535)
 # The shape of libvirt's own default network (/usr/share/libvirt/networks/default.xml).
 DEFAULT_NETWORK = {
@@ -113,6 +115,8 @@ def network_create_plan(*, host: Host, values: dict) -> CreatePlan:
         return _routed_plan(host, name, mode, values)
     if mode == "bridge":
         return _host_bridge_plan(host, name, values)
+    if mode == POOL_MODE:
+        return CreatePlan(name, *pool_create_parts(host, name, values))
     return _macvtap_plan(name, mode, values)
 
 
@@ -223,7 +227,14 @@ def network_request_create(
         source=source,
         lock_key=network_lock_key(host, plan.name),
         target_name=plan.name,
-        params={"xml": plan.xml, "start": bool(start), "autostart": bool(autostart)},
+        params={
+            "xml": plan.xml,
+            "start": bool(start),
+            "autostart": bool(autostart),
+            # A pool that fails to start (no usable VFs yet) stays defined: the admin enables VFs
+            # on the host and starts it, and the operation reports libvirt's reason.
+            "keep_defined": values.get("mode") == POOL_MODE,
+        },
         message=message,
     )
 

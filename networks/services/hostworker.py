@@ -3,13 +3,17 @@
 Only it can reach the host's firewall and libvirt hooks, so port forwards need it. It says it
 is alive by writing `Host.worker_seen_at` (and the firewall backend it found) when it starts
 and every KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS; the forward pages call a host whose worker
-stayed silent for three beats "host worker absent" (networks.services.forwards).
+stayed silent for three beats "host worker absent" (networks.services.forwards). The same
+thread checks the host's forwards every KVMWEB_FORWARD_CHECK_SECONDS (and at its start), so
+their states stay current and a changed guest address is re-applied
+(forwards.host_forwards_periodic_check).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -56,10 +60,28 @@ def host_worker_heartbeat_start(*, host_name: str) -> threading.Event:
 
 
 def _beat_forever(host_name: str, stop: threading.Event) -> None:
+    next_check = time.monotonic()
     while True:
         _beat_once(host_name)
+        if time.monotonic() >= next_check:
+            _check_forwards_once(host_name)
+            next_check = time.monotonic() + settings.KVMWEB_FORWARD_CHECK_SECONDS
         if stop.wait(settings.KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS):
             return
+
+
+def _check_forwards_once(host_name: str) -> dict | None:
+    """One periodic check of the host's forwards; a failure is logged and the next check comes."""
+    from networks.services import forwards
+
+    try:
+        host = Host.objects.filter(name=host_name).first()
+        return forwards.host_forwards_periodic_check(host) if host is not None else None
+    except Exception:
+        logger.exception("host worker: checking the port forwards of %s failed", host_name)
+        return None
+    finally:
+        close_old_connections()
 
 
 def _beat_once(host_name: str) -> None:

@@ -132,7 +132,10 @@ def network_create_run(operation: Operation, progress: Progress) -> Outcome:
     progress.step(40, f"Defining network {operation.target_name}")
     with remirror_on_failure(operation) as guard:  # define undoes itself, unless its undo fails
         guard.touch()
-        info = hv_networks.define_network(conn, params["xml"], start=params["start"], autostart=params["autostart"])
+        info = hv_networks.define_network(
+            conn, params["xml"], start=params["start"], autostart=params["autostart"],
+            keep_defined=params.get("keep_defined", False),
+        )  # fmt: skip
     network = mirror_network(operation.host, info)
     Operation.objects.filter(pk=operation.pk).update(network=network)
     return Outcome({"active": info.active, "network_id": network.pk}, after_xml=info.inactive_xml)

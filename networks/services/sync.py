@@ -86,6 +86,10 @@ def _mirror_facts(host: Host, found: HostInventory, now) -> None:
         cpus=facts.cpus,
         memory_mib=facts.memory_mib,
         host_bridges=list(facts.host_bridges),
+        iommu_support=facts.iommu_support,
+        vfio_support=facts.vfio_support,
+        passthrough_note=facts.passthrough_note[:500],
+        nic_uses=dict(facts.nic_uses),
         sync_warnings=list(found.warnings),
     )
 

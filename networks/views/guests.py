@@ -2,6 +2,7 @@ from django.shortcuts import render
 
 from networks import selectors
 from networks.models import Host
+from networks.services import pools
 
 from .access import may, visible, visible_object
 from .common import id_param, paginate, search_param
@@ -21,6 +22,7 @@ def guest_detail(request, pk):
         "guest": guest,
         "interface_rows": selectors.guest_interface_rows(guest),
         "may": may(request, guest.host),
+        "pool_start_warnings": pools.start_warnings(guest),
     }
     return render(request, "networks/guest_detail.html", context)
 

@@ -8,8 +8,8 @@ from networks.forms import AutostartForm, ConfirmForm, NetworkFilterForm
 from networks.models import Host, Network
 from networks.services import create as create_services
 from networks.services import networks as network_services
+from networks.services import pools, xmledit
 from networks.services import restart as restart_services
-from networks.services import xmledit
 from networks.services.drift import xml_diff
 from networks.services.operations import OperationRejected
 
@@ -47,6 +47,7 @@ def network_detail(request, pk):
         "active_operations": selectors.operation_list(network_id=network.pk).filter(status__in=["queued", "running"]),
         "recent_operations": selectors.operation_list(network_id=network.pk)[:10],
         "autostart_form": AutostartForm(initial={"enabled": not network.autostart}),
+        "pool": pools.pool_state(network) if pools.is_pool(network) else None,
     }
     return render(request, "networks/network_detail.html", context)
 
@@ -184,11 +185,13 @@ def network_create(request, host_pk):
     posted = request.method == "POST"
     values = {name: request.POST.get(name, "") for name, _label in CREATE_FIELDS} if posted else {}
     values["mode"] = request.POST.get("mode", "nat") if posted else "nat"
+    values["pf"] = request.POST.get("pf", "") if posted else ""
     flags = (
         {name: name in request.POST for name, _ in CREATE_FLAGS} if posted else dict.fromkeys(("dhcp", "start"), True)
     )
     context = {"host": host, "values": values, "flags": flags, "fields": CREATE_FIELDS, "flag_fields": CREATE_FLAGS}
     context["modes"] = sorted(create_services.MODES)
+    context["pfs"] = pools.pf_choices(host)
     if posted:
         try:
             if request.POST.get("confirm") == "1":

@@ -75,6 +75,13 @@ def test_a_port_outside_1_to_65535_is_a_400_naming_it(api, host):
     assert "1" in errors(post(api, body(host, guest_port=0)), "guest_port")
 
 
+def test_a_range_moved_to_other_ports_longer_than_1024_is_a_400_and_nothing_is_saved(api, host):
+    moved = {"host_port_start": 20000, "host_port_end": 21100, "guest_port_start": 30000, "guest_port_end": 31100}
+    response = post(api, {"host": host.pk, "guest": guest_id(host), **moved})
+    assert "at most 1024 ports long; this one has 1101" in errors(response, "guest_port")
+    assert not PortForward.objects.exists() and not Operation.objects.filter(kind="port_forward.create").exists()
+
+
 def test_a_port_and_a_range_together_are_refused(api, host):
     assert "not both" in errors(post(api, body(host, host_port_start=8080)), "host_port")
 

@@ -2,10 +2,14 @@
 
 Firewall commands run only inside a network namespace each test creates (never the machine's)."""
 
+import fcntl
+import json
 import os
 import secrets
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +65,9 @@ def _got_sighup(process: subprocess.Popen) -> bool:
 
 def test_hooks_are_installed_executable_with_this_hosts_paths_and_libvirtd_is_reloaded(paths, fake_libvirtd):
     libvirtd = fake_libvirtd()
-    assert engine.install_hooks(paths)
+    installed = engine.install_hooks(paths)
+    assert installed.changed and installed.warnings == ()
+    assert installed.reloads == (engine.Reload(paths.libvirtd_pidfiles[0], True),)
     for kind in ("qemu", "network"):
         hook = paths.hooks_dir / f"{kind}.d" / "kvmweb"
         assert hook.stat().st_mode & 0o777 == 0o755
@@ -77,7 +83,7 @@ def test_unchanged_hooks_are_not_rewritten_and_libvirtd_is_left_alone(paths, fak
     fake_libvirtd()
     engine.install_hooks(paths)
     libvirtd = fake_libvirtd()
-    assert not engine.install_hooks(paths)
+    assert engine.install_hooks(paths) == engine.HookInstall(False)
     assert not _got_sighup(libvirtd)
 
 
@@ -86,7 +92,7 @@ def test_a_changed_hook_is_rewritten_and_reloads_libvirtd(paths, fake_libvirtd):
     engine.install_hooks(paths)
     paths.hook_path("qemu").write_text("#!/bin/sh\nexit 0\n")
     libvirtd = fake_libvirtd()
-    assert engine.install_hooks(paths)
+    assert engine.install_hooks(paths).changed
     assert "hook_main('qemu'" in paths.hook_path("qemu").read_text()
     assert _got_sighup(libvirtd)
 
@@ -95,16 +101,105 @@ def test_a_pidfile_naming_another_process_gets_no_signal(paths):
     other = subprocess.Popen(["sleep", "300"])
     try:
         paths.libvirtd_pidfiles[0].write_text(str(other.pid))
-        engine.install_hooks(paths)
+        installed = engine.install_hooks(paths)
         assert not _got_sighup(other)
+        assert installed.warnings == (
+            f"hooks installed but libvirtd not reloaded ({paths.libvirtd_pidfiles[0]}: pid {other.pid} is not a "
+            "libvirt daemon (sleep)): the next guest start will not re-apply the forwards; send SIGHUP to "
+            "libvirtd or virtqemud/virtnetworkd",
+        )
     finally:
         other.kill()
         other.wait()
 
 
-def test_no_libvirtd_running_is_not_an_error(paths):
-    assert engine.install_hooks(paths)  # no pidfile: libvirtd reads the hooks when it starts
-    assert paths.hook_path("network").exists()
+@pytest.fixture
+def world_readable_dir():
+    """A directory another user can run programs from (pytest's tmp_path is root's only)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a process as another user")
+    path = Path(tempfile.mkdtemp(prefix="kvmweb-fwtest-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_a_process_named_libvirtd_that_does_not_run_as_root_gets_no_signal(paths, world_readable_dir):
+    """Anyone can name a program libvirtd and write its PID where a stale pidfile was."""
+    binary = world_readable_dir / "libvirtd"
+    shutil.copy("/bin/sleep", binary)
+    binary.chmod(0o755)
+    impostor = subprocess.Popen([str(binary), "300"], user=65534, group=65534)
+    try:
+        while Path(f"/proc/{impostor.pid}/comm").read_text().strip() != "libvirtd":
+            time.sleep(0.01)
+        paths.libvirtd_pidfiles[0].write_text(f"{impostor.pid}\n")
+        installed = engine.install_hooks(paths)
+        assert not _got_sighup(impostor)
+        assert "does not run as root (uid 65534/65534)" in installed.warnings[0]
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
+def test_a_root_process_that_only_calls_itself_libvirtd_gets_no_signal(paths):
+    """/proc/PID/comm is the process's own choice; /proc/PID/exe is not."""
+    renamed = subprocess.Popen(
+        [sys.executable, "-c", "import ctypes, time; ctypes.CDLL(None).prctl(15, b'libvirtd'); time.sleep(300)"]
+    )
+    try:
+        while Path(f"/proc/{renamed.pid}/comm").read_text().strip() != "libvirtd":
+            time.sleep(0.01)
+        paths.libvirtd_pidfiles[0].write_text(str(renamed.pid))
+        installed = engine.install_hooks(paths)
+        assert not _got_sighup(renamed)
+        assert "is not a libvirt daemon (python" in installed.warnings[0]
+    finally:
+        renamed.kill()
+        renamed.wait()
+
+
+def test_no_libvirtd_found_is_a_warning_and_the_reload_is_tried_again_next_time(paths, fake_libvirtd):
+    installed = engine.install_hooks(paths)  # no pidfile: hooks written, nobody told
+    assert installed.changed and paths.hook_path("network").exists()
+    assert installed.warnings == (
+        f"hooks installed but libvirtd not reloaded ({paths.libvirtd_pidfiles[0]}: no such file): the next guest "
+        "start will not re-apply the forwards; send SIGHUP to libvirtd or virtqemud/virtnetworkd",
+    )
+    libvirtd = fake_libvirtd()
+    again = engine.install_hooks(paths)  # hooks unchanged, but the reload is still owed
+    assert (again.changed, again.warnings) == (False, ())
+    assert _got_sighup(libvirtd)
+    assert engine.install_hooks(paths) == engine.HookInstall(False)  # and then no more
+
+
+def test_the_modular_daemons_pidfiles_are_tried_when_the_configured_one_does_not_exist(paths, tmp_path):
+    """Modular-daemon distributions have no /run/libvirtd.pid (the default setting)."""
+    modular = []
+    for name in ("virtqemud", "virtnetworkd"):
+        shutil.copy("/bin/sleep", tmp_path / name)
+        process = subprocess.Popen([str(tmp_path / name), "300"])
+        modular.append(process)
+        while Path(f"/proc/{process.pid}/comm").read_text().strip() != name:
+            time.sleep(0.01)
+        (tmp_path / f"{name}.pid").write_text(str(process.pid))
+    fallback = (tmp_path / "virtqemud.pid", tmp_path / "virtnetworkd.pid")
+    try:
+        installed = engine.install_hooks(engine.HostPaths(**{**paths.__dict__, "fallback_pidfiles": fallback}))
+        assert installed.warnings == ()
+        assert all(_got_sighup(process) for process in modular)
+    finally:
+        for process in modular:
+            process.kill()
+            process.wait()
+
+
+def test_the_defaults_fall_back_to_the_modular_daemons(settings):
+    settings.KVMWEB_LIBVIRTD_PIDFILE = "/run/libvirtd.pid"
+    assert engine.HostPaths.from_settings().fallback_pidfiles == (
+        Path("/run/virtqemud.pid"),
+        Path("/run/virtnetworkd.pid"),
+    )
 
 
 @pytest.mark.parametrize("configured", ["nftables", "iptables"])
@@ -117,7 +212,13 @@ def test_libvirts_configured_firewall_backend_wins(paths, configured):
 
 def test_a_forward_may_appear_once(paths):
     with pytest.raises(ValueError):
-        engine.forwards_apply([web(), web(guest_port_start=81, guest_port_end=81)], running_guests=set(), paths=paths)
+        engine.forwards_apply([web(), web(guest_port_start=81, guest_port_end=81)], paths=paths)
+
+
+def test_the_apply_report_is_still_the_dict_of_states():
+    report = engine.ApplyReport({7: "present"}, ["a warning"])
+    assert report == {7: "present"} and report[7] == "present" and {**report} == {7: "present"}
+    assert (report.states, report.warnings) == ({7: "present"}, ["a warning"])
 
 
 # ---- a hook run as libvirtd runs it, in a namespace of its own -------------------------------
@@ -203,3 +304,166 @@ def test_modular_daemons_each_get_the_reload(tmp_path, settings):
         for process in daemons:
             process.kill()
             process.wait()
+
+
+# ---- the engine as the host worker runs it, in a namespace of its own ------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Run inside the namespace: forwards_apply / forwards_check / remove_everything with the paths of
+# the test; prints the states and warnings.
+ENGINE = """
+import json, sys
+from pathlib import Path
+from networks.forwarding import engine
+from tests.forwarding.test_rules import web
+request = json.loads(sys.argv[1])
+paths = engine.HostPaths(**{k: tuple(map(Path, v)) if isinstance(v, list) else Path(v)
+                            for k, v in request["paths"].items()})
+rules = [web(**r) for r in request["rules"]]
+if request["action"] == "remove":
+    print(json.dumps({"states": {}, "warnings": list(engine.remove_everything(paths).warnings)}))
+    sys.exit()
+call = engine.forwards_apply if request["action"] == "apply" else engine.forwards_check
+report = call(rules, paths=paths, **request["kwargs"])
+print(json.dumps({"states": report.states, "warnings": report.warnings}))
+"""
+
+
+def _engine(netns: str, paths: engine.HostPaths, action: str, rules: list[dict], **kwargs) -> tuple[dict, list]:
+    request = {"action": action, "rules": rules, "kwargs": kwargs,
+               "paths": {k: [str(p) for p in v] if isinstance(v, tuple) else str(v)
+                         for k, v in paths.__dict__.items()}}  # fmt: skip
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-c", ENGINE, json.dumps(request)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    return {int(k): v for k, v in answer["states"].items()}, answer["warnings"]
+
+
+@pytest.fixture
+def iptables_host(paths):
+    """The paths, with libvirt's network.conf saying iptables (no detection needed)."""
+    (paths.hooks_dir.parent / "network.conf").write_text('firewall_backend = "iptables"\n')
+    return paths
+
+
+DB = {"forward_id": 8, "guest_name": "db1", "host_port_start": 5432, "host_port_end": 5432,
+      "guest_port_start": 5432, "guest_port_end": 5432}  # fmt: skip
+
+
+def test_which_guests_run_is_read_from_libvirts_status_files_like_the_hooks_do(iptables_host, netns):
+    """The caller's idea of the running guests (read from libvirt before the lock) may be stale:
+    web1 started and db1 stopped meanwhile, and their hooks already ran."""
+    paths = iptables_host
+    (paths.qemu_state_dir / "web1.xml").write_text("<domstatus/>")
+    states, warnings = _engine(netns, paths, "apply", [{}, DB], running_guests=["db1"])
+    assert states == {7: "present", 8: "guest_stopped"}
+    saved = _saved(netns)
+    assert '--comment "kvmweb:7"' in saved and "kvmweb:8" not in saved
+    assert _engine(netns, paths, "check", [{}, DB], running_guests=["db1"])[0] == {7: "present", 8: "guest_stopped"}
+
+
+def test_the_worker_waits_for_a_hook_holding_the_lock_and_then_reads_the_guests_afresh(iptables_host, netns):
+    paths = iptables_host
+    lock_path = paths.rules_file.with_name(paths.rules_file.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a hook of a starting guest is at work
+        request = {"action": "apply", "rules": [{}], "kwargs": {"running_guests": []},
+                   "paths": {k: [str(p) for p in v] if isinstance(v, tuple) else str(v)
+                             for k, v in paths.__dict__.items()}}  # fmt: skip
+        worker = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", ENGINE, json.dumps(request)],
+                                  stdout=subprocess.PIPE, text=True, cwd=REPO,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+        time.sleep(1.5)
+        assert worker.poll() is None  # waiting for the lock
+        (paths.qemu_state_dir / "web1.xml").write_text("<domstatus/>")  # libvirt's record of the start
+    out, _ = worker.communicate(timeout=60)
+    assert json.loads(out)["states"] == {"7": "present"}
+
+
+def test_a_missing_state_directory_is_a_warning(iptables_host, netns):
+    paths = engine.HostPaths(**{**iptables_host.__dict__, "qemu_state_dir": iptables_host.qemu_state_dir / "none"})
+    states, warnings = _engine(netns, paths, "apply", [{}])
+    assert states == {7: "guest_stopped"}
+    assert any("state directory" in w and "KVMWEB_LIBVIRT_QEMU_STATE_DIR" in w for w in warnings)
+
+
+def test_the_apply_reports_that_libvirtd_was_not_reloaded(iptables_host, netns):
+    _states, warnings = _engine(netns, iptables_host, "apply", [{}])
+    assert warnings == [
+        f"hooks installed but libvirtd not reloaded ({iptables_host.libvirtd_pidfiles[0]}: no such file): the "
+        "next guest start will not re-apply the forwards; send SIGHUP to libvirtd or virtqemud/virtnetworkd"
+    ]
+
+
+def test_a_hook_gives_up_on_a_held_lock_within_its_bound_and_exits_0(paths, capsys):
+    """libvirtd waits for its hooks: a stuck writer must not hold a guest's start for ever."""
+    paths.rules_file.parent.mkdir(parents=True)
+    paths.rules_file.write_text(fw.rules_to_json("iptables", [web()]))
+    with open(paths.rules_file.with_name("rules.json.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        t0 = time.monotonic()
+        code = fw.hook_main("qemu", ["web1", "started", "begin", "-"], rules_file=str(paths.rules_file),
+                            qemu_state_dir=str(paths.qemu_state_dir), lock_timeout=0.5)  # fmt: skip
+        seconds = time.monotonic() - t0
+    assert code == 0 and 0.5 <= seconds < 2, seconds
+    assert "kvmweb qemu hook web1 started: the rules lock stayed held for 0.5 s" in capsys.readouterr().err
+
+
+def test_the_installed_hook_waits_20_s_at_most(paths):
+    """The hook as libvirtd runs it, with the lock held by someone else: back with exit 0 after
+    the bound (without one it would wait for ever; the timeout here turns that into a failure)."""
+    engine.install_hooks(paths)
+    paths.rules_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(paths.rules_file.with_name("rules.json.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        t0 = time.monotonic()
+        done = subprocess.run([str(paths.hook_path("qemu")), "web1", "stopped", "end", "-"], input="",
+                              capture_output=True, text=True, timeout=40)  # fmt: skip
+        seconds = time.monotonic() - t0
+    assert done.returncode == 0
+    assert fw.HOOK_LOCK_TIMEOUT == 20 and 20 <= seconds < 25, seconds
+    assert "the rules lock stayed held for 20 s" in done.stderr
+
+
+def test_removing_everything_leaves_no_rule_no_hook_no_rules_file(iptables_host, netns, fake_libvirtd):
+    paths = iptables_host
+    (paths.qemu_state_dir / "web1.xml").write_text("<domstatus/>")
+    fake_libvirtd()
+    assert _engine(netns, paths, "apply", [{}])[0] == {7: "present"}
+    assert "KVMWEB" in _saved(netns)
+    libvirtd = fake_libvirtd()
+    assert _engine(netns, paths, "remove", []) == ({}, [])
+    assert "KVMWEB" not in _saved(netns) and "kvmweb" not in _saved(netns)
+    assert not paths.hook_path("qemu").exists() and not paths.hook_path("network").exists()
+    assert not paths.rules_file.exists()
+    assert _got_sighup(libvirtd)  # so that it forgets the hooks
+
+
+def test_the_forwardhooks_command_removes_everything(iptables_host, netns, fake_libvirtd):
+    """`manage.py forwardhooks --remove`, run where the host worker runs (here: in the namespace)."""
+    paths = iptables_host
+    (paths.qemu_state_dir / "web1.xml").write_text("<domstatus/>")
+    fake_libvirtd()
+    _engine(netns, paths, "apply", [{}])
+    libvirtd = fake_libvirtd()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(REPO),
+           "KVMWEB_LIBVIRT_HOOKS_DIR": str(paths.hooks_dir), "KVMWEB_FORWARD_RULES_FILE": str(paths.rules_file),
+           "KVMWEB_LIBVIRTD_PIDFILE": str(paths.libvirtd_pidfiles[0]),
+           "KVMWEB_LIBVIRT_QEMU_STATE_DIR": str(paths.qemu_state_dir)}  # fmt: skip
+    shown = _in_env(netns, env, "forwardhooks")
+    assert f"{paths.hook_path('qemu')}: present" in shown.stdout
+    done = _in_env(netns, env, "forwardhooks", "--remove")
+    assert done.returncode == 0, done.stderr
+    assert "hooks removed" in done.stdout
+    assert "KVMWEB" not in _saved(netns)
+    assert not paths.hook_path("qemu").exists() and not paths.rules_file.exists()
+    assert _got_sighup(libvirtd)
+
+
+def _in_env(netns: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "manage.py", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip

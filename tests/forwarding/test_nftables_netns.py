@@ -8,6 +8,7 @@ Namespaces (all made and deleted here): HOST (bridge kvnft0 10.93.0.1/24, uplink
 198.51.100.9/30, forwarding on), GUEST (10.93.0.10 on the bridge, a tiny HTTP server that
 answers with its peer's address), CLIENT (198.51.100.10/30)."""
 
+import contextlib
 import json
 import os
 import secrets
@@ -71,9 +72,15 @@ import json, sys
 from networks.forwarding import rules as fw
 request = json.load(sys.stdin)
 rules = [fw.ForwardRule(**dict(r, source_cidrs=tuple(r["source_cidrs"]))) for r in request]
-fw.replace_rules(fw.NFTABLES, rules)
-print(json.dumps(fw.states(fw.NFTABLES, rules, {r.guest_name for r in rules})))
+backend = sys.argv[1] if len(sys.argv) > 1 else fw.NFTABLES
+fw.replace_rules(backend, rules)
+print(json.dumps(fw.states(backend, rules, {r.guest_name for r in rules})))
 """
+
+# The host's own server (on every address of HOST): answers "HOST".
+HOST_SERVER = SERVER.replace('f"PEER {self.client_address[0]}', 'f"HOST {self.client_address[0]}').replace(
+    '("0.0.0.0", 80)', '("0.0.0.0", 8080)'
+)
 
 
 def _ip(*argv):
@@ -82,11 +89,27 @@ def _ip(*argv):
 
 @pytest.fixture
 def topology():
+    with _topology(libvirt_table=True) as (host, guest, client):
+        yield host, client
+
+
+@pytest.fixture(params=["nftables", "iptables"])
+def any_backend(request):
+    """The topology for either backend (for iptables without the nft table shaped like
+    libvirt's: an iptables accept could not undo its reject)."""
+    if request.param == "iptables" and not shutil.which("iptables-save"):
+        pytest.skip("needs iptables")
+    with _topology(libvirt_table=request.param == "nftables", host_server=True) as (host, guest, client):
+        yield request.param, host, guest, client
+
+
+@contextlib.contextmanager
+def _topology(*, libvirt_table: bool, host_server: bool = False):
     if os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"):
         pytest.skip("needs root, nftables and iproute2")
     tag = f"{os.getpid() % 100000}{secrets.token_hex(2)}"
     host, guest, client = (f"kvmweb-nft-{tag}-{n}" for n in ("h", "g", "c"))
-    made, server = [], None
+    made, servers = [], []
     try:
         for ns in (host, guest, client):
             _ip("netns", "add", ns)
@@ -106,29 +129,32 @@ def topology():
         _ip("-n", client, "addr", "add", f"{CLIENT_ADDRESS}/30", "dev", "eth0")
         _ip("-n", client, "link", "set", "eth0", "up")
         subprocess.run(["ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
-        subprocess.run(["ip", "netns", "exec", host, "nft", "-f", "-"], input=LIBVIRT_SHAPED_TABLE, text=True,
-                       check=True)  # fmt: skip
-        server = subprocess.Popen(["ip", "netns", "exec", guest, sys.executable, "-c", SERVER])
-        yield host, client
+        if libvirt_table:
+            subprocess.run(["ip", "netns", "exec", host, "nft", "-f", "-"], input=LIBVIRT_SHAPED_TABLE, text=True,
+                           check=True)  # fmt: skip
+        servers.append(subprocess.Popen(["ip", "netns", "exec", guest, sys.executable, "-c", SERVER]))
+        if host_server:  # the host's own service on 8080 (on every address)
+            servers.append(subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-c", HOST_SERVER]))
+        yield host, guest, client
     finally:
-        if server is not None:
+        for server in servers:
             server.kill()
             server.wait()
         for ns in made:
             subprocess.run(["ip", "netns", "delete", ns], check=False)
 
 
-def apply(host: str, rules) -> dict[int, str]:
+def apply(host: str, rules, backend: str = "nftables") -> dict[int, str]:
     done = subprocess.run(
-        ["ip", "netns", "exec", host, sys.executable, "-c", APPLY],
+        ["ip", "netns", "exec", host, sys.executable, "-c", APPLY, backend],
         input=json.dumps([asdict(r) for r in rules]), capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return {int(k): v for k, v in json.loads(done.stdout).items()}
 
 
-def get(client: str) -> str | None:
-    done = subprocess.run(["ip", "netns", "exec", client, sys.executable, "-c", GET, f"http://{HOST_UPLINK}:8080/"],
+def get(client: str, address: str = HOST_UPLINK) -> str | None:
+    done = subprocess.run(["ip", "netns", "exec", client, sys.executable, "-c", GET, f"http://{address}:8080/"],
                           capture_output=True, text=True)  # fmt: skip
     return done.stdout if done.returncode == 0 else None
 
@@ -221,3 +247,26 @@ def _without_handles_and_counters(text: str) -> list[str]:
     import re
 
     return [re.sub(r"counter packets \d+ bytes \d+", "counter", line).strip() for line in text.splitlines()]
+
+
+def test_a_moved_range_is_forwarded_port_by_port_through_its_map(topology):
+    host, client = topology
+    _wait_for_server(client)
+    moved = forward(host_port_start=8079, host_port_end=8080, guest_port_start=79, guest_port_end=80)
+    assert apply(host, [moved]) == {7: "present"}
+    assert ruleset(host).count("dnat to") == 2  # one rule per chain, not one per port
+    assert get(client) == f"PEER {CLIENT_ADDRESS}\n"  # 8080 -> 80
+
+
+def test_every_address_leaves_the_hosts_localhost_and_the_guests_gateway_alone(any_backend):
+    """A forward of 8080 on every address: the host's own 127.0.0.1:8080 and the guest's
+    connection to its gateway 10.93.0.1:8080 still reach the host's server; the client (and the
+    host itself, on its uplink address) reach the guest."""
+    backend, host, guest, client = any_backend
+    _wait_for_server(client)
+    assert get(host, "127.0.0.1") == "HOST 127.0.0.1\n"
+    assert apply(host, [forward()], backend) == {7: "present"}
+    assert get(client) == f"PEER {CLIENT_ADDRESS}\n"
+    assert get(host, "127.0.0.1") == "HOST 127.0.0.1\n"
+    assert get(guest, "10.93.0.1") == f"HOST {GUEST_IP}\n"
+    assert get(host, HOST_UPLINK) == f"PEER {HOST_UPLINK}\n"  # the OUTPUT DNAT still works

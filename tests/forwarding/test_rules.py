@@ -49,7 +49,8 @@ APPLIED = """\
 :KVMWEB_PREROUTING - [0:0]
 -A PREROUTING -j KVMWEB_PREROUTING
 -A OUTPUT -j KVMWEB_OUTPUT
--A KVMWEB_OUTPUT -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 8080 -m comment --comment "kvmweb:7" -j DNAT --to-destination 192.168.122.10:80
+-A KVMWEB_OUTPUT ! -d 127.0.0.0/8 -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 8080 -m comment --comment "kvmweb:7" -j DNAT --to-destination 192.168.122.10:80
+-A KVMWEB_PREROUTING -i virbr0 -m comment --comment "kvmweb:guest-bridge" -j RETURN
 -A KVMWEB_PREROUTING -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 8080 -m comment --comment "kvmweb:7" -j DNAT --to-destination 192.168.122.10:80
 COMMIT
 *filter
@@ -72,8 +73,8 @@ def test_a_port_of_every_host_address_goes_to_the_guest_port_and_only_after_dnat
             "-A KVMWEB_PREROUTING -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 8080 "
             "-m comment --comment kvmweb:7 -j DNAT --to-destination 192.168.122.10:80"
         ],
-        "KVMWEB_OUTPUT": [
-            "-A KVMWEB_OUTPUT -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 8080 "
+        "KVMWEB_OUTPUT": [  # the host's own localhost stays its own
+            "-A KVMWEB_OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 8080 "
             "-m comment --comment kvmweb:7 -j DNAT --to-destination 192.168.122.10:80"
         ],
         "KVMWEB_FORWARD": [
@@ -91,7 +92,7 @@ def test_a_range_moved_to_other_ports_keeps_each_offset_and_each_source_gets_its
         host_port_end=5010,
         guest_port_start=6000,
         guest_port_end=6010,
-        source_cidrs=("198.51.100.7/30", "10.0.0.0/8"),
+        source_cidrs=("198.51.100.4/30", "10.0.0.0/8"),
     )
     lines = fw.iptables_rule_lines(rule)
     assert lines["KVMWEB_PREROUTING"] == [
@@ -121,10 +122,11 @@ def test_the_first_apply_creates_the_chains_and_puts_the_forward_jump_before_lib
         ":KVMWEB_PREROUTING - [0:0]\n"
         ":KVMWEB_OUTPUT - [0:0]\n"
         "-I PREROUTING 1 -j KVMWEB_PREROUTING\n"
+        "-A KVMWEB_PREROUTING -i virbr0 -m comment --comment kvmweb:guest-bridge -j RETURN\n"
         "-A KVMWEB_PREROUTING -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 8080 "
         "-m comment --comment kvmweb:7 -j DNAT --to-destination 192.168.122.10:80\n"
         "-I OUTPUT 1 -j KVMWEB_OUTPUT\n"
-        "-A KVMWEB_OUTPUT -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 8080 "
+        "-A KVMWEB_OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 8080 "
         "-m comment --comment kvmweb:7 -j DNAT --to-destination 192.168.122.10:80\n"
         "COMMIT\n"
         "*filter\n"
@@ -188,19 +190,56 @@ def test_a_forward_is_present_only_with_all_its_rules_and_the_jumps_first():
     assert not fw.iptables_present(web(), fw.parse_iptables_save(pushed))
 
 
+def test_traffic_from_every_libvirt_bridge_skips_the_forwards_on_every_address_but_not_those_on_one():
+    """A guest's DNS or DHCP to its gateway (a local address of the host) must not be forwarded."""
+    one = web(forward_id=3, host_address="203.0.113.5", host_port_start=53, host_port_end=53, guest_port_start=53,
+              guest_port_end=53, protocol="udp")  # fmt: skip
+    every = web(protocol="udp", host_port_start=53, host_port_end=53, guest_port_start=53, guest_port_end=53)
+    chains = fw.iptables_chain_lines([every, one], guest_bridges=["kvpf0", "virbr0"])
+    assert chains["KVMWEB_PREROUTING"] == [
+        "-A KVMWEB_PREROUTING -d 203.0.113.5/32 -p udp -m udp --dport 53 "
+        "-m comment --comment kvmweb:3 -j DNAT --to-destination 192.168.122.10",
+        "-A KVMWEB_PREROUTING -i kvpf0 -m comment --comment kvmweb:guest-bridge -j RETURN",
+        "-A KVMWEB_PREROUTING -i virbr0 -m comment --comment kvmweb:guest-bridge -j RETURN",
+        "-A KVMWEB_PREROUTING -m addrtype --dst-type LOCAL -p udp -m udp --dport 53 "
+        "-m comment --comment kvmweb:7 -j DNAT --to-destination 192.168.122.10",
+    ]
+    assert fw.iptables_chain_lines([one])["KVMWEB_PREROUTING"] == [chains["KVMWEB_PREROUTING"][0]]
+
+
+def test_a_rule_left_with_an_old_guest_address_bridge_or_port_is_not_present():
+    state = fw.parse_iptables_save(APPLIED)
+    assert fw.iptables_present(web(), state)
+    assert not fw.iptables_present(web(guest_address="192.168.122.11"), state)
+    assert not fw.iptables_present(web(bridge="virbr1"), state)
+    assert not fw.iptables_present(web(guest_port_start=81, guest_port_end=81), state)
+    assert not fw.iptables_present(web(protocol="udp"), state)
+    assert not fw.iptables_present(web(host_address="203.0.113.5"), state)
+    assert not fw.iptables_present(web(), state, guest_bridges=["kvpf0"])  # its exclusion is not there
+    no_loopback_exclusion = APPLIED.replace("-A KVMWEB_OUTPUT ! -d 127.0.0.0/8 ", "-A KVMWEB_OUTPUT ")
+    assert not fw.iptables_present(web(), fw.parse_iptables_save(no_loopback_exclusion))
+
+
 # ---- nftables ------------------------------------------------------------------------------
 
 
 def test_nft_dnat_of_every_host_address_and_the_accept_before_libvirts_reject():
-    assert fw.nft_dnat_rules(web()) == [
-        'fib daddr type local tcp dport 8080 dnat to 192.168.122.10:80 comment "kvmweb:7"'
-    ]
+    assert fw.nft_dnat_rule(web(), "prerouting", ["kvpf0"]) == (
+        'fib daddr type local iifname != { "kvpf0", "virbr0" } tcp dport 8080 dnat to 192.168.122.10:80 '
+        'comment "kvmweb:7"'
+    )
+    assert fw.nft_dnat_rule(web(), "prerouting") == (
+        'fib daddr type local iifname != "virbr0" tcp dport 8080 dnat to 192.168.122.10:80 comment "kvmweb:7"'
+    )
+    assert fw.nft_dnat_rule(web(), "output", ["kvpf0"]) == (
+        'ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 8080 dnat to 192.168.122.10:80 comment "kvmweb:7"'
+    )
     assert fw.nft_accept_rule(web()) == (
         'oifname "virbr0" ip daddr 192.168.122.10 tcp dport 80 ct status dnat accept comment "kvmweb:7"'
     )
 
 
-def test_nft_has_no_base_port_so_a_moved_range_is_one_rule_per_port():
+def test_nft_has_no_base_port_so_a_moved_range_is_one_rule_with_a_map_of_its_ports():
     rule = web(
         host_address="203.0.113.5",
         host_port_start=5000,
@@ -209,20 +248,48 @@ def test_nft_has_no_base_port_so_a_moved_range_is_one_rule_per_port():
         guest_port_end=6002,
         source_cidrs=("198.51.100.0/30", "10.1.0.0/16"),
     )
-    head = "ip daddr 203.0.113.5 ip saddr { 198.51.100.0/30, 10.1.0.0/16 } tcp dport"
-    assert fw.nft_dnat_rules(rule) == [
-        f'{head} 5000 dnat to 192.168.122.10:6000 comment "kvmweb:7"',
-        f'{head} 5001 dnat to 192.168.122.10:6001 comment "kvmweb:7"',
-        f'{head} 5002 dnat to 192.168.122.10:6002 comment "kvmweb:7"',
-    ]
+    assert fw.nft_dnat_rule(rule, "prerouting") == (
+        "ip daddr 203.0.113.5 ip saddr { 198.51.100.0/30, 10.1.0.0/16 } tcp dport 5000-5002 "
+        'dnat to 192.168.122.10 : tcp dport map { 5000 : 6000, 5001 : 6001, 5002 : 6002 } comment "kvmweb:7"'
+    )
+    assert fw.nft_dnat_rule(rule, "output") == fw.nft_dnat_rule(rule, "prerouting")
     assert fw.nft_accept_rule(rule) == (
         'oifname "virbr0" ip daddr 192.168.122.10 ip saddr { 198.51.100.0/30, 10.1.0.0/16 } '
         'tcp dport 6000-6002 ct status dnat accept comment "kvmweb:7"'
     )
 
 
-def nft_json(*, kvmweb: bool, jump_first: bool | None) -> str:
-    """`nft -j list ruleset` of a host with libvirt's table (shaped like libvirt 10's)."""
+def test_the_longest_moved_range_is_one_rule_and_a_longer_one_is_refused():
+    """The whole port space moved by one was 65,535 nft rules (twice); now at most 1,024 map elements."""
+    longest = web(host_port_start=10001, host_port_end=11024, guest_port_start=20001, guest_port_end=21024)
+    text = fw.nft_script([longest], fw.NftState(False, False, False, [], {}))
+    assert text.count("dnat to") == 2  # prerouting and output
+    assert "11024 : 21024 }" in text
+    with pytest.raises(ValueError, match="at most 1024 ports"):
+        web(host_port_start=10001, host_port_end=11025, guest_port_start=20001, guest_port_end=21025)
+    kept = web(host_port_start=1, host_port_end=65535, guest_port_start=1, guest_port_end=65535)
+    assert fw.nft_dnat_rule(kept, "prerouting").count("dport") == 1  # kept on its ports: no map, no limit
+
+
+def _match(left: dict, right, op: str = "==") -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+DPORT = {"payload": {"protocol": "tcp", "field": "dport"}}
+DADDR = {"payload": {"protocol": "ip", "field": "daddr"}}
+FIB = {"fib": {"result": "type", "flags": ["daddr"]}}
+# web()'s rules as `nft -j list ruleset` (nft 1.0.6) shows them.
+WEB_ACCEPT = [_match({"meta": {"key": "oifname"}}, "virbr0"), _match(DADDR, "192.168.122.10"), _match(DPORT, 80),
+              _match({"ct": {"key": "status"}}, "dnat", "in"), {"accept": None}]  # fmt: skip
+WEB_PREROUTING = [_match(FIB, "local"), _match({"meta": {"key": "iifname"}}, "virbr0", "!="), _match(DPORT, 8080),
+                  {"dnat": {"addr": "192.168.122.10", "port": 80}}]  # fmt: skip
+WEB_OUTPUT = [_match(DADDR, {"prefix": {"addr": "127.0.0.0", "len": 8}}, "!="), _match(FIB, "local"),
+              _match(DPORT, 8080), {"dnat": {"addr": "192.168.122.10", "port": 80}}]  # fmt: skip
+
+
+def nft_json(*, kvmweb: bool, jump_first: bool | None, guest_address: str = "192.168.122.10") -> str:
+    """`nft -j list ruleset` of a host with libvirt's table (shaped like libvirt 10's), with
+    web()'s rules (DNAT to `guest_address`) when `kvmweb`."""
     items = [
         {"metainfo": {"version": "1.0.9", "json_schema_version": 1}},
         {"table": {"family": "ip", "name": "libvirt_network", "handle": 1}},
@@ -245,14 +312,14 @@ def nft_json(*, kvmweb: bool, jump_first: bool | None) -> str:
         items += [
             {"chain": {"family": "ip", "table": "libvirt_network", "name": "kvmweb_forward", "handle": 11}},
             {"rule": {"family": "ip", "table": "libvirt_network", "chain": "kvmweb_forward", "handle": 13,
-                      "comment": "kvmweb:7", "expr": [{"accept": None}]}},
+                      "comment": "kvmweb:7", "expr": WEB_ACCEPT}},
             {"table": {"family": "ip", "name": "kvmweb", "handle": 5}},
             {"rule": {"family": "ip", "table": "kvmweb", "chain": "prerouting", "handle": 3,
-                      "comment": "kvmweb:7", "expr": []}},
+                      "comment": "kvmweb:7", "expr": WEB_PREROUTING}},
             {"rule": {"family": "ip", "table": "kvmweb", "chain": "output", "handle": 4,
-                      "comment": "kvmweb:7", "expr": []}},
+                      "comment": "kvmweb:7", "expr": WEB_OUTPUT}},
         ]  # fmt: skip
-    return json.dumps({"nftables": items})
+    return json.dumps({"nftables": items}).replace("192.168.122.10", guest_address)
 
 
 def test_nft_first_apply_writes_our_table_and_our_chain_in_libvirts_table_jumped_to_first():
@@ -264,11 +331,11 @@ def test_nft_first_apply_writes_our_table_and_our_chain_in_libvirts_table_jumped
         "table ip kvmweb {\n"
         "\tchain prerouting {\n"
         "\t\ttype nat hook prerouting priority dstnat; policy accept;\n"
-        '\t\tfib daddr type local tcp dport 8080 dnat to 192.168.122.10:80 comment "kvmweb:7"\n'
+        '\t\tfib daddr type local iifname != "virbr0" tcp dport 8080 dnat to 192.168.122.10:80 comment "kvmweb:7"\n'
         "\t}\n"
         "\tchain output {\n"
         "\t\ttype nat hook output priority -100; policy accept;\n"
-        '\t\tfib daddr type local tcp dport 8080 dnat to 192.168.122.10:80 comment "kvmweb:7"\n'
+        '\t\tip daddr != 127.0.0.0/8 fib daddr type local tcp dport 8080 dnat to 192.168.122.10:80 comment "kvmweb:7"\n'
         "\t}\n"
         "}\n"
         "add chain ip libvirt_network kvmweb_forward\n"
@@ -312,6 +379,41 @@ def test_nft_presence_needs_both_dnat_chains_the_accept_and_the_jump_first():
     assert not fw.nft_present(web(forward_id=8), fw.parse_nft_json(nft_json(kvmweb=True, jump_first=True)))
 
 
+def test_nft_rules_left_with_an_old_guest_address_bridge_or_port_are_not_present():
+    state = fw.parse_nft_json(nft_json(kvmweb=True, jump_first=True))
+    assert fw.nft_present(web(), state)
+    stale = fw.parse_nft_json(nft_json(kvmweb=True, jump_first=True, guest_address="192.168.122.99"))
+    assert not fw.nft_present(web(), stale)  # the guest got another address; the rules still DNAT to the old one
+    assert fw.nft_present(web(guest_address="192.168.122.99"), stale)
+    assert not fw.nft_present(web(bridge="virbr1"), state)
+    assert not fw.nft_present(web(guest_port_start=81, guest_port_end=81), state)
+    assert not fw.nft_present(web(host_port_start=8081, host_port_end=8081), state)
+    assert not fw.nft_present(web(protocol="udp"), state)
+    assert not fw.nft_present(web(source_cidrs=("10.0.0.0/8",)), state)
+    assert not fw.nft_present(web(host_address="203.0.113.5"), state)
+    assert not fw.nft_present(web(), state, guest_bridges=["kvpf0"])  # the exclusion of kvpf0 is missing
+
+
+def test_nft_facts_read_a_moved_range_its_sources_and_a_set_of_bridges():
+    expr = [_match(FIB, "local"), _match({"meta": {"key": "iifname"}}, {"set": ["virbr0", "kvpf0"]}, "!="),
+            _match({"payload": {"protocol": "ip", "field": "saddr"}},
+                   {"set": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "198.51.100.10"]}),
+            _match({"payload": {"protocol": "udp", "field": "dport"}}, {"range": [5000, 5001]}),
+            {"dnat": {"addr": "192.168.122.10", "port": {"map": {"key": {"payload": {"protocol": "udp",
+             "field": "dport"}}, "data": {"set": [[5000, 6000], [5001, 6001]]}}}}}]  # fmt: skip
+    assert fw.nft_facts(expr) == (
+        ("dnat", ("192.168.122.10", ((5000, 6000), (5001, 6001)))),
+        ("dport", (5000, 5001)),
+        ("fib", "local"),
+        ("not_iifname", ("kvpf0", "virbr0")),
+        ("proto", "udp"),
+        ("saddr", ("10.0.0.0/8", "198.51.100.10/32")),
+    )
+    rule = web(protocol="udp", host_port_start=5000, host_port_end=5001, guest_port_start=6000, guest_port_end=6001,
+               source_cidrs=("198.51.100.10/32", "10.0.0.0/8"))  # fmt: skip
+    assert fw.nft_expected_facts(rule, ["kvpf0"])["kvmweb prerouting"] == fw.nft_facts(expr)
+
+
 # ---- what a rule may hold (it ends up in commands run as root) ------------------------------
 
 
@@ -321,6 +423,21 @@ def test_nft_presence_needs_both_dnat_chains_the_accept_and_the_jump_first():
         {"bridge": "virbr0 -j ACCEPT"},
         {"bridge": 'br0"; flush ruleset; "'},
         {"bridge": "a-bridge-name-too-long"},
+        {"bridge": "virbr0\n"},  # `$` would let the newline through
+        {"bridge": "-o"},  # would read as an option
+        {"bridge": ""},
+        {"bridge": 0},
+        {"guest_address": 3232266762},  # 192.168.122.10 as an int, e.g. from a hand-edited rules file
+        {"host_address": 3405803781},
+        {"guest_address": "192.168.122.10\n"},
+        {"guest_mac": "52:54:00:aa:00:01\n"},
+        {"guest_mac": None},
+        {"source_cidrs": ("198.51.100.7/30",)},  # host bits set: not what the user meant
+        {"source_cidrs": (167772160,)},
+        {"guest_port_start": 80.0, "guest_port_end": 80.0},
+        {"host_port_end": True},
+        {"forward_id": True},
+        {"host_port_start": "8080", "host_port_end": "8080"},
         {"guest_address": "192.168.122.10; reboot"},
         {"guest_address": "fd00::10"},
         {"host_address": "0.0.0.0/0"},
@@ -333,6 +450,7 @@ def test_nft_presence_needs_both_dnat_chains_the_accept_and_the_jump_first():
         {"source_cidrs": ("10.0.0.0/8 -j ACCEPT",)},
         {"source_cidrs": ["10.0.0.0/8"]},
         {"guest_name": "web1\nrm"},
+        {"guest_name": 7},
         {"forward_id": 0},
     ],
 )
@@ -341,12 +459,49 @@ def test_a_rule_that_could_inject_firewall_syntax_or_makes_no_sense_is_refused(o
         web(**overrides)
 
 
-def test_the_rules_file_keeps_every_field():
+def test_addresses_and_the_mac_are_stored_in_their_canonical_text():
+    rule = web(guest_mac="52:54:00:AA:00:01", source_cidrs=("10.0.0.0/8", "198.51.100.10/32"))
+    assert (rule.guest_mac, rule.source_cidrs) == ("52:54:00:aa:00:01", ("10.0.0.0/8", "198.51.100.10/32"))
+
+
+def test_the_rules_file_keeps_every_field_and_the_bridges():
     rule = web(source_cidrs=("10.0.0.0/8",))
-    backend, rules = fw.rules_from_json(fw.rules_to_json("iptables", [rule]))
-    assert (backend, rules) == ("iptables", [rule])
+    saved = fw.rules_from_json(fw.rules_to_json("iptables", [rule], ["kvpf0"]))
+    assert saved == fw.RulesFile("iptables", [rule], ("kvpf0", "virbr0"))
     with pytest.raises(ValueError):
         fw.rules_from_json(json.dumps({"version": 99, "backend": "iptables", "forwards": []}))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"guest_address": 3232266762},
+        {"bridge": "virbr0\n"},
+        {"host_port_start": True},
+    ],
+)
+def test_a_rules_file_with_a_bad_value_is_refused_by_whoever_reads_it(change):
+    body = json.loads(fw.rules_to_json("iptables", [web()]))
+    body["forwards"][0].update(change)
+    with pytest.raises(ValueError):
+        fw.rules_from_json(json.dumps(body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"backend": "pf"},
+        {"guest_bridges": ["-i"]},
+        {"guest_bridges": "virbr0"},
+        {"forwards": {}},
+        {"forwards": ["web1"]},
+        {"forwards": [{"forward_id": 7}]},
+    ],
+)
+def test_a_rules_file_with_a_bad_backend_or_bridge_list_is_refused(body):
+    text = json.dumps({"version": 1, "backend": "iptables", "forwards": []} | body)
+    with pytest.raises(ValueError):
+        fw.rules_from_json(text)
 
 
 # ---- the hooks -----------------------------------------------------------------------------

@@ -127,3 +127,63 @@ def test_a_slow_agent_is_given_up_after_the_timeout_and_not_asked_again_until_it
     assert agent_addresses(slow, "uuid-slow", timeout=2) == {
         "52:54:00:aa:00:01": ("192.168.122.57/24", "fd00:30::57/64")
     }
+
+
+def _hostile_answer() -> dict:
+    """1,000 addresses on one NIC, 40 on each of 10 more, and entries no agent should send."""
+    flood = [{"type": 0, "addr": f"10.{n // 250}.{n % 250}.1", "prefix": 24} for n in range(1000)]
+    answer = {"eth0": {"hwaddr": "52:54:00:aa:00:01", "addrs": flood}}
+    for nic in range(10):
+        addrs = [{"type": 0, "addr": f"172.16.{nic}.{n + 1}", "prefix": 16} for n in range(40)]
+        answer[f"eth{nic + 1}"] = {"hwaddr": f"52:54:00:bb:00:{nic:02x}", "addrs": addrs}
+    return answer
+
+
+def test_a_flood_of_agent_addresses_is_capped_per_nic_and_per_guest():
+    notes = []
+    found = addresses_by_mac(_hostile_answer(), notes)
+    assert len(found["52:54:00:aa:00:01"]) == 32
+    assert found["52:54:00:aa:00:01"][:2] == ("10.0.0.1/24", "10.0.1.1/24")
+    assert all(len(found[f"52:54:00:bb:00:{nic:02x}"]) == 32 for nic in range(7))  # 32 + 7 * 32 = 256
+    assert "52:54:00:bb:00:07" not in found and len(found) == 8
+    assert sum(len(addresses) for addresses in found.values()) == 256
+    assert notes == [
+        "its agent reported 1400 addresses; 1144 were left out (at most 32 per NIC and 256 per guest are kept)"
+    ]
+
+
+def test_a_flood_of_agent_addresses_is_a_warning_of_the_sync():
+    warnings = []
+    guest = _reader(warnings).completed(StandInDomain(_hostile_answer()), _guest("uuid-flood"))
+    assert [len(iface.agent_addresses) for iface in guest.interfaces] == [32, 0]
+    assert warnings == [
+        "guest vm: its agent reported 1400 addresses; 1144 were left out "
+        "(at most 32 per NIC and 256 per guest are kept)"
+    ]
+
+
+def test_an_agent_entry_with_a_bad_prefix_mac_or_address_is_left_out():
+    lone_bool = {"eth0": {"hwaddr": "52:54:00:aa:00:01", "addrs": [{"type": 0, "addr": "10.0.0.2", "prefix": True}]}}
+    assert addresses_by_mac(lone_bool) == {}, "not 10.0.0.2/True"
+    answer = {
+        "eth0": {
+            "hwaddr": "52:54:00:aa:00:01",
+            "addrs": [
+                {"type": 0, "addr": "192.168.122.2", "prefix": True},  # isinstance(True, int) holds
+                {"type": 0, "addr": "192.168.122.3", "prefix": 33},
+                {"type": 1, "addr": "fd00::3", "prefix": 129},
+                {"type": 0, "addr": "192.168.122.4", "prefix": -1},
+                {"type": 0, "addr": "192.168.122.5", "prefix": "24"},
+                {"type": 0, "addr": "not an address", "prefix": 24},
+                {"type": 0, "addr": 3232266758, "prefix": 24},
+                "junk",
+                {"type": 0, "addr": "192.168.122.7"},  # no prefix given: the address alone
+                {"type": 1, "addr": "fd00::8", "prefix": 128},
+                {"type": 0, "addr": "192.168.122.9", "prefix": 0},
+            ],
+        },
+        "eth1": {"hwaddr": "not-a-mac", "addrs": [{"type": 0, "addr": "192.168.122.10", "prefix": 24}]},
+        "eth2": {"hwaddr": "52:54:00:aa:00:03", "addrs": "192.168.122.11"},
+        "eth3": "junk",
+    }
+    assert addresses_by_mac(answer) == {"52:54:00:aa:00:01": ("192.168.122.7", "fd00::8/128", "192.168.122.9/0")}

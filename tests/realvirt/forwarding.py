@@ -27,8 +27,8 @@ paths = engine.HostPaths(**{key: tuple(map(Path, value)) if isinstance(value, li
                             for key, value in request["paths"].items()})
 rules = [ForwardRule(**dict(r, source_cidrs=tuple(r["source_cidrs"]))) for r in request["rules"]]
 call = engine.forwards_apply if request["action"] == "apply" else engine.forwards_check
-states = call(rules, running_guests=set(request["running"]), paths=paths)
-print(json.dumps({"states": states, "backend": engine.firewall_backend(paths)}))
+report = call(rules, running_guests=set(request["running"]), paths=paths)  # advisory: the engine reads /run/libvirt
+print(json.dumps({"states": report.states, "warnings": report.warnings, "backend": engine.firewall_backend(paths)}))
 """
 
 
@@ -54,7 +54,8 @@ def in_daemon_namespaces(daemon, argv, **kw) -> subprocess.CompletedProcess:
 
 
 def run_engine(daemon, action: str, rules: list[ForwardRule], running: set[str]) -> tuple[dict[int, str], str]:
-    """forwards_apply or forwards_check there; returns (states by forward id, backend)."""
+    """forwards_apply or forwards_check there; returns (states by forward id, backend). `running`
+    is passed as the caller's (advisory) idea of the running guests."""
     request = {"action": action, "rules": [asdict(r) for r in rules], "running": sorted(running),
                "paths": host_paths(daemon)}  # fmt: skip
     done = in_daemon_namespaces(daemon, [sys.executable, "-c", _ENGINE_CALL], input=json.dumps(request))
@@ -62,6 +63,12 @@ def run_engine(daemon, action: str, rules: list[ForwardRule], running: set[str])
         raise RuntimeError(f"engine {action} failed:\n{done.stderr}")
     answer = json.loads(done.stdout)
     return {int(k): v for k, v in answer["states"].items()}, answer["backend"]
+
+
+def http_in_daemon(daemon, url: str, timeout: float = 3) -> str | None:
+    """The body fetched from inside the daemon's namespaces (as the hypervisor itself), or None."""
+    done = in_daemon_namespaces(daemon, [sys.executable, "-c", _GET, url, str(timeout)])
+    return done.stdout if done.returncode == 0 else None
 
 
 def iptables_save(daemon) -> str:

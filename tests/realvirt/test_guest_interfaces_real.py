@@ -202,3 +202,70 @@ def test_a_nic_on_a_host_bridge_gets_a_lease_from_what_serves_that_bridge(kvmweb
     lease = wait_for_lease_marker(guest.serial_log, timeout=60, nic="eth1", since=since, poll=0.05)
     assert lease.mac == added.params["mac"] and _in(SUBNETS["kvif-c"], lease.ip)
     change(REMOVE, {}, added.params["mac"])
+
+
+def test_a_replug_the_paused_guest_cannot_acknowledge_says_the_nic_will_go_and_how_to_plug_it_in(
+    kvmweb, booted, monkeypatch
+):
+    """A paused guest cannot answer an unplug: libvirt has asked, and the NIC goes once the
+    guest runs again. The run waits (here 1 + 2 s), then fails saying so, with the XML to plug
+    the changed NIC in again; that XML, attached after the NIC went, plugs it in."""
+    from networks.services.operations import operation_run
+
+    host, change = kvmweb
+    conn, _guest = booted
+    added, _seconds = change(ADD, {"source": "kvif-b", "scope": "live"})
+    mac = added.params["mac"]
+    monkeypatch.setattr(hv_guests, "DETACH_WAIT_S", 1.0)
+    monkeypatch.setattr(hv_guests, "DETACH_GRACE_S", 2.0)
+    dom = conn.lookupByName(GUEST)
+    guest = Guest.objects.select_related("host").get(host=host, name=GUEST)
+    request = guest_interface_request(action=UPDATE, guest=guest, values={"model": "e1000", "scope": "live"},
+                                      mac=mac, actor=None, source=AuditSource.SYSTEM)  # fmt: skip
+    dom.suspend()
+    try:
+        finished = operation_run(request.pk)
+        assert _live_interface(conn, mac) is not None, "the unplug is still pending while the guest is paused"
+    finally:
+        dom.resume()
+    assert finished.status == "failed"
+    assert finished.error == (
+        f"Detach pending: {GUEST} has not released interface {mac} within 3 s; the NIC will disappear when the "
+        "guest releases it; re-add it (virsh attach-device --live) with this interface XML:"
+    )
+    assert finished.result["detach_pending"] is True and finished.result["live_method"] == hv_guests.REPLUG
+    plug = xml.parse(finished.result["interface_xml"])
+    assert plug.xpath("string(mac/@address)") == mac and plug.xpath("string(model/@type)") == "e1000"
+    assert "waiting 2 s more" in finished.log and finished.result["interface_xml"] in finished.log
+
+    deadline = time.monotonic() + 30
+    while _live_interface(conn, mac) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _live_interface(conn, mac) is None, "the guest, running again, let the NIC go"
+    dom.attachDeviceFlags(finished.result["interface_xml"], hv_guests.LIVE)
+    assert _live_interface(conn, mac).xpath("string(model/@type)") == "e1000"
+    change(REMOVE, {"scope": "live"}, mac)
+
+
+def test_a_replug_waits_for_a_guest_slower_than_the_first_wait(kvmweb, booted, monkeypatch):
+    """The guest is paused for 7.5 s: libvirt's detach call waits 5 s for the guest itself, the run's
+    first wait is 1 s here; the run waits on, and once the guest runs the new NIC is plugged in."""
+    import threading
+
+    host, change = kvmweb
+    conn, _guest = booted
+    added, _seconds = change(ADD, {"source": "kvif-b", "scope": "live"})
+    mac = added.params["mac"]
+    monkeypatch.setattr(hv_guests, "DETACH_WAIT_S", 1.0)
+    dom = conn.lookupByName(GUEST)
+    dom.suspend()
+    resume = threading.Timer(7.5, dom.resume)  # a libvirt call only: the database stays in this thread
+    resume.start()
+    try:
+        replugged, _seconds = change(UPDATE, {"model": "e1000", "scope": "live"}, mac)
+    finally:
+        resume.join()
+    assert replugged.result["live_method"] == hv_guests.REPLUG
+    assert "waiting 60 s more" in replugged.log
+    assert _live_interface(conn, mac).xpath("string(model/@type)") == "e1000"
+    change(REMOVE, {"scope": "live"}, mac)

@@ -4,7 +4,12 @@ inside the hypervisor's namespaces, a real libvirtd (iptables backend) and a rea
 The "hypervisor" is the private daemon's network and mount namespaces; the host worker runs
 there (its firewall, its /etc/libvirt/hooks) and reaches the test database (a SQLite file) and
 the broker (a unix socket) through the file system, as nothing else of the machine is reachable
-from inside. A client namespace reaches the host over a veth pair (198.51.100.0/30 only)."""
+from inside. A client namespace reaches the host over a veth pair (198.51.100.0/30 only).
+
+The host's stored URI is made unreachable once it is registered: the host worker reaches its
+hypervisor's own daemon (KVMWEB_HOST_WORKER_URI, qemu:///system: in the daemon's mount
+namespace, the private daemon's socket), not the URI central workers use. It checks its
+forwards every second (KVMWEB_FORWARD_CHECK_SECONDS), so their states follow the guest."""
 
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from networks.services import hosts as host_services
 from tests.conftest import _database_url
 from tests.factories import UserFactory
 
-from .forwarding import http_from, iptables_save, wait_for
+from .forwarding import http_from, in_daemon_namespaces, iptables_save, wait_for
 from .guests import boot_guest
 
 pytestmark = [pytest.mark.realvirt, pytest.mark.worker]
@@ -87,6 +92,7 @@ def host_worker(hypervisor, redis_socket, tmp_path):
             "KVMWEB_URI_PATHS_ALLOWED": str(daemon.socket_dir),
             "KVMWEB_LIBVIRTD_PIDFILE": str(daemon.scratch / "pids/libvirtd.pid"),
             "KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS": "1",
+            "KVMWEB_FORWARD_CHECK_SECONDS": "1",
             "KVMWEB_PYTHON": sys.executable,
         }
         # nsenter execs the script, which execs celery: the PID is the worker's.
@@ -127,6 +133,10 @@ def kvmweb(transactional_db, hypervisor, host_worker):
         hv_client.disconnect(daemon.uri)
 
 
+def _state(forward: PortForward) -> str:
+    return PortForward.objects.get(pk=forward.pk).state
+
+
 def _write(api: Client, method: str, url: str, data=None) -> int:
     response = getattr(api, method)(url, data, content_type="application/json")
     assert response.status_code == 202, response.content
@@ -139,6 +149,8 @@ def test_a_forward_made_in_kvmweb_reaches_the_guest_through_restarts_until_it_is
     assert wait_for(lambda: Host.objects.get(pk=host.pk).worker_seen_at, 10), "no heartbeat"
     assert Host.objects.get(pk=host.pk).firewall_backend == "iptables"
     assert http_from(client, URL) is None
+    # from here on the stored URI leads nowhere: the host worker uses its local daemon
+    Host.objects.filter(pk=host.pk).update(uri="qemu+ssh://root@kvm-pf.invalid/system")
 
     # create: from the POST to the first connection that reaches the guest
     guest_row = Guest.objects.get(host=host, name=GUEST)
@@ -153,12 +165,21 @@ def test_a_forward_made_in_kvmweb_reaches_the_guest_through_restarts_until_it_is
     assert forward.state == "present"
     print(f"\nPOST to the first connection reaching the guest: {first_connection:.2f} s")
 
-    # the guest destroyed and started again: the qemu hook takes the rules away and back
+    # the guest destroyed and started again: the qemu hook takes the rules away and back, and
+    # the host worker's periodic check records what the firewall has each time
     guest.dom.destroy()
     assert wait_for(lambda: "KVMWEB" not in iptables_save(daemon), 5)
+    assert wait_for(lambda: _state(forward) == "guest_stopped", 10), _state(forward)
     guest.dom.create()
     assert guest.wait_for_lease(timeout=90) == GUEST_IP
     assert wait_for(lambda: http_from(client, URL, timeout=1), 15) == PEER
+    assert wait_for(lambda: _state(forward) == "present", 10), _state(forward)
+
+    # someone flushes kvmweb's chains: the page reads "rules missing" at the next check
+    assert in_daemon_namespaces(daemon, ["iptables", "-t", "nat", "-F", "KVMWEB_PREROUTING"]).returncode == 0
+    assert wait_for(lambda: _state(forward) == "missing", 10), _state(forward)
+    _succeeded(_write(api, "post", f"/api/port-forwards/{forward.pk}/reapply/", {}))
+    assert wait_for(lambda: http_from(client, URL, timeout=1), 10) == PEER
 
     # a kvmweb network restart (re-plugs the guest, re-applies and verifies the forward)
     network = Network.objects.get(host=host, name=NETWORK)
@@ -172,9 +193,15 @@ def test_a_forward_made_in_kvmweb_reaches_the_guest_through_restarts_until_it_is
     daemon.restart_libvirtd()
     assert wait_for(lambda: http_from(client, URL, timeout=1), 15) == PEER
 
-    # allowed sources that exclude the client
+    # allowed sources that exclude the client: the rules name them, and the client is refused
     _succeeded(_write(api, "patch", f"/api/port-forwards/{forward.pk}/", {"source_cidrs": ["10.0.0.0/8"]}))
+    assert "-s 10.0.0.0/8" in iptables_save(daemon)
     assert http_from(client, URL) is None
+    # ... and sources that include it: it reaches the guest again
+    _succeeded(_write(api, "patch", f"/api/port-forwards/{forward.pk}/", {"source_cidrs": ["198.51.100.4/30"]}))
+    saved = iptables_save(daemon)
+    assert "-s 198.51.100.4/30" in saved and "10.0.0.0/8" not in saved
+    assert wait_for(lambda: http_from(client, URL, timeout=1), 10) == PEER
 
     # deleted: closed, and nothing of kvmweb in the ruleset
     t0 = time.monotonic()

@@ -8,6 +8,8 @@ private /etc/libvirt/hooks."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from networks.forwarding.rules import ForwardRule
 from networks.hypervisor import xml
 from networks.hypervisor.types import DhcpHost, DhcpRange, IpConfig
 
-from .forwarding import http_from, in_daemon_namespaces, iptables_save, run_engine, wait_for
+from .forwarding import REPO as _REPO
+from .forwarding import http_from, http_in_daemon, in_daemon_namespaces, iptables_save, run_engine, wait_for
 from .guests import boot_guest
 from .libvirtd import PrivateLibvirtd
 
@@ -190,3 +193,40 @@ def test_the_network_hook_reapplies_when_a_network_starts(daemon, guest, client,
         other.destroy()
         other.undefine()
         conn.close()
+
+
+# The hypervisor's own service on 127.0.0.1 (only): answers "LOCAL".
+LOCAL_SERVER = """
+import sys, http.server
+class Local(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"LOCAL\\n")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Local).serve_forever()
+"""
+
+
+def test_a_forward_on_every_address_leaves_the_hosts_own_localhost_alone(daemon, guest, client, clean):
+    """A forward of 8080 on every address must not take the hypervisor's localhost:8080 (a DNAT from
+    127.0.0.1 to a guest is a martian and the connection hangs); the host's connection to its own
+    other addresses, and the client's, still reach the guest."""
+    argv = ["nsenter", "--target", str(daemon.pids["virtlogd"]), "--mount", "--net", f"--wd={_REPO}", "--",
+            sys.executable, "-c", LOCAL_SERVER, str(HOST_PORT)]  # fmt: skip
+    local = subprocess.Popen(argv)
+    try:
+        local_url = f"http://127.0.0.1:{HOST_PORT}/"
+        assert wait_for(lambda: http_in_daemon(daemon, local_url, timeout=1), 10) == "LOCAL\n"
+        states, _ = run_engine(daemon, "apply", [forward()], {GUEST})
+        assert states == {1: "present"}
+        assert http_in_daemon(daemon, local_url) == "LOCAL\n"
+        assert http_from(client, url()) == f"PEER {CLIENT_ADDRESS}\n"
+        assert http_in_daemon(daemon, url()) == f"PEER {HOST_ADDRESS}\n"  # the OUTPUT DNAT, not loopback
+        saved = iptables_save(daemon)
+        assert (
+            f"-A KVMWEB_OUTPUT ! -d 127.0.0.0/8 -p tcp -m addrtype --dst-type LOCAL -m tcp --dport {HOST_PORT}" in saved
+        )
+        assert f'-A KVMWEB_PREROUTING -i {BRIDGE} -m comment --comment "kvmweb:guest-bridge" -j RETURN' in saved
+    finally:
+        local.kill()
+        local.wait()

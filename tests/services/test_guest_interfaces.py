@@ -173,8 +173,8 @@ def test_a_mac_with_a_reservation_but_no_guest_is_accepted_with_a_warning(demo_h
     values = {"source": "default", "mac": "52:54:00:0a:00:12"}
     plan = interface_plan(action=ADD, guest=_guest(demo_host, "build01"), values=values)
     assert plan.mac == "52:54:00:0a:00:12"
-    assert (
-        plan.warnings[-1] == "52:54:00:0a:00:12 has a DHCP reservation on default@demo: it gets 192.168.122.12 there."
+    assert plan.warnings[-1] == (
+        "52:54:00:0a:00:12 has a DHCP reservation (for web02) on default@demo: it gets 192.168.122.12 there."
     )
     draws = iter([bytes([0x0A, 0x00, 0x12]), bytes([0x0A, 0x00, 0x13])])
     macs.secrets.token_bytes, saved = (lambda n: next(draws)), macs.secrets.token_bytes
@@ -182,6 +182,159 @@ def test_a_mac_with_a_reservation_but_no_guest_is_accepted_with_a_warning(demo_h
         assert macs.generate_mac() == "52:54:00:0a:00:13", "a generated MAC never takes a reserved one"
     finally:
         macs.secrets.token_bytes = saved
+
+
+def test_a_mac_a_queued_add_is_giving_a_guest_is_refused_naming_that_operation(demo_host, admin):
+    build01 = _guest(demo_host, "build01")
+    values = {"source": "default", "mac": "52:54:00:ab:00:01"}
+    queued = guest_interface_request(action=ADD, guest=build01, values=dict(values), actor=admin, source=WEB)
+    assert queued.status == OperationStatus.QUEUED and queued.params["mac"] == "52:54:00:ab:00:01"
+    message = _refused(_guest(demo_host, "db01"), {**values, "mac": "52-54-00-AB-00-01"}, "mac")
+    assert message == (
+        f"MAC 52:54:00:ab:00:01 is being added to guest build01 on host demo by operation #{queued.pk} (queued)."
+    )
+    Operation.objects.filter(pk=queued.pk).update(status=OperationStatus.RUNNING)
+    assert f"by operation #{queued.pk} (running)." in _refused(build01, values, "mac")
+    Operation.objects.filter(pk=queued.pk).update(status=OperationStatus.FAILED)
+    again = guest_interface_request(action=ADD, guest=build01, values=dict(values), actor=admin, source=WEB)
+    assert again.params["mac"] == "52:54:00:ab:00:01", "a failed add holds its MAC no more"
+
+
+def test_a_pending_add_outside_the_users_scope_is_not_named(demo_host, default_uri, admin):
+    from networks.services.permissions import role_set
+
+    other = host_services.host_create(name="other", uri=default_uri, actor=None, source="system")
+    run_to_end(other.operations.get().pk)
+    guest_interface_request(
+        action=ADD, guest=Guest.objects.get(host=other, name="test"), actor=admin, source=WEB,
+        values={"source": "default", "mac": "52:54:00:ab:00:02"},
+    )  # fmt: skip
+    scoped = UserFactory(username="demo-op", role="viewer")
+    role_set(user=scoped, role="operator", host_names=["demo"], actor=None, source="system")
+    with pytest.raises(ValidationError) as refused:
+        guest_interface_request(
+            action=ADD, guest=_guest(demo_host, "build01"), values={"source": "default", "mac": "52:54:00:ab:00:02"},
+            actor=scoped, source=WEB,
+        )  # fmt: skip
+    assert refused.value.message_dict["mac"] == [
+        "MAC 52:54:00:ab:00:02 is being added to another guest by an operation not yet finished."
+    ]
+
+
+def test_a_generated_mac_skips_the_mac_of_a_queued_add(demo_host, admin, monkeypatch):
+    build01 = _guest(demo_host, "build01")
+    guest_interface_request(
+        action=ADD, guest=build01, values={"source": "default", "mac": "52:54:00:ab:00:03"}, actor=admin, source=WEB
+    )
+    draws = iter([bytes([0xAB, 0x00, 0x03]), bytes([0xAB, 0x00, 0x04])])
+    monkeypatch.setattr(macs.secrets, "token_bytes", lambda n: next(draws))
+    generated = guest_interface_request(action=ADD, guest=build01, values={"source": "default"}, actor=admin,
+                                        source=WEB)  # fmt: skip
+    assert generated.params["mac"] == "52:54:00:ab:00:04"
+
+
+@pytest.fixture
+def _not_enqueued(monkeypatch):
+    """Committed operations stay queued (no broker here)."""
+    from networks.services import operations
+
+    monkeypatch.setattr(operations, "enqueue", lambda operation: None)
+
+
+@pytest.fixture
+def committed_demo_host(_not_enqueued, demo_host):
+    return demo_host
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_adds_of_one_mac_at_the_same_time_queue_one_operation(committed_demo_host, admin, monkeypatch):
+    """Both requests are held for a second between the MAC check and the Operation: the second
+    waits for the first's transaction, then sees its operation."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    checked = macs.check_mac_free
+
+    def slow_check(*args, **kwargs):
+        checked(*args, **kwargs)
+        time.sleep(1.0)  # the window another request would slip through
+
+    monkeypatch.setattr(macs, "check_mac_free", slow_check)
+    build01 = _guest(committed_demo_host, "build01")
+    start, outcomes = threading.Barrier(2), []
+
+    def add():
+        try:
+            start.wait()
+            values = {"source": "default", "mac": "52:54:00:ab:00:05"}
+            guest_interface_request(action=ADD, guest=build01, values=values, actor=admin, source=WEB)
+            outcomes.append("queued")
+        except ValidationError as error:
+            outcomes.append(" ".join(error.message_dict["mac"]))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=add) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    queued = Operation.objects.get(params__mac="52:54:00:ab:00:05")
+    assert sorted(outcomes) == [
+        f"MAC 52:54:00:ab:00:05 is being added to guest build01 on host demo by operation #{queued.pk} (queued).",
+        "queued",
+    ]
+
+
+def test_a_typed_mac_the_fleet_knows_outside_guests_is_accepted_with_warnings_naming_each(demo_host, admin):
+    from networks.models import DhcpLease, Network, PortForward
+
+    default = Network.objects.get(host=demo_host, name="default")
+    DhcpLease.objects.create(network=default, mac="52:54:00:ab:00:06", address="192.168.122.66", hostname="laptop")
+    NodeDevice.objects.filter(host=demo_host, net_interface="eth0").update(net_mac="52:54:00:ab:00:07")
+    forward = PortForward.objects.create(
+        host=demo_host, host_port_start=8080, host_port_end=8080, guest_name="gone01", guest_mac="52:54:00:ab:00:08",
+        guest_port_start=80, guest_port_end=80,
+    )  # fmt: skip
+    build01 = _guest(demo_host, "build01")
+
+    def warned(mac):
+        plan = interface_plan(action=ADD, guest=build01, values={"source": "default", "mac": mac}, actor=admin)
+        assert plan.mac == mac
+        return plan.warnings
+
+    assert warned("52:54:00:ab:00:06") == (
+        "52:54:00:ab:00:06 holds a DHCP lease of 192.168.122.66 (hostname laptop) on default@demo: "
+        "another machine uses this MAC.",
+    )
+    assert warned("52:54:00:ab:00:07") == (
+        "52:54:00:ab:00:07 is the MAC of host NIC eth0 on demo: two NICs with one MAC on a segment confuse its "
+        "switches.",
+    )
+    assert warned("52:54:00:ab:00:08") == (
+        f"52:54:00:ab:00:08 is the guest MAC of port forward #{forward.pk} on demo (to guest gone01).",
+    )
+    assert warned("52:54:00:ab:00:09") == ()
+    assert _refused(build01, {"source": "default", "mac": "52:54:00:0a:00:11"}, "mac") == (
+        "MAC 52:54:00:0a:00:11 is already used by guest web01 on host demo."
+    ), "a MAC a guest holds is still refused"
+
+
+def test_warnings_about_a_typed_mac_name_nothing_outside_the_users_scope(demo_host, default_uri):
+    from networks.models import DhcpLease, Network
+    from networks.services.permissions import role_set
+
+    other = host_services.host_create(name="other", uri=default_uri, actor=None, source="system")
+    run_to_end(other.operations.get().pk)
+    network = Network.objects.filter(host=other).first()
+    DhcpLease.objects.create(network=network, mac="52:54:00:ab:00:0a", address="192.168.124.10", hostname="secret")
+    scoped = UserFactory(username="demo-op", role="viewer")
+    role_set(user=scoped, role="operator", host_names=["demo"], actor=None, source="system")
+    values = {"source": "default", "mac": "52:54:00:ab:00:0a"}
+    plan = interface_plan(action=ADD, guest=_guest(demo_host, "build01"), values=values, actor=scoped)
+    assert plan.warnings == ("52:54:00:ab:00:0a is also known on 1 record(s) of hosts outside your scope.",)
 
 
 # ---------------------------------------------------------------- validation, field by field

@@ -1,4 +1,5 @@
-"""The host worker's queue lookup (scripts/host-worker.sh asks it) and its heartbeat."""
+"""The host worker's queue lookup (scripts/host-worker.sh asks it), its heartbeat and the
+periodic check of its host's forwards that the heartbeat runs."""
 
 import io
 import time
@@ -8,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from networks.models import Host
-from networks.services import hostworker
+from networks.services import forwards, hostworker
 from tests.factories import HostFactory
 
 
@@ -73,3 +74,36 @@ def _wait_for_beat(after, timeout: float = 5):
             return seen
         time.sleep(0.05)
     raise AssertionError("no heartbeat")
+
+
+def test_the_heartbeat_checks_the_hosts_forwards_at_start_and_then_every_check_interval(
+    transactional_db, settings, monkeypatch
+):
+    settings.KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS = 1
+    settings.KVMWEB_FORWARD_CHECK_SECONDS = 2
+    monkeypatch.setattr(hostworker, "_detect_backend", lambda: "iptables")
+    checks = []
+    monkeypatch.setattr(forwards, "host_forwards_periodic_check", lambda host: checks.append(time.monotonic()))
+    HostFactory(name="kvm1", queue="kvm1")
+    started = time.monotonic()
+    stop = hostworker.host_worker_heartbeat_start(host_name="kvm1")
+    try:
+        deadline = time.monotonic() + 10
+        while len(checks) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+    assert len(checks) >= 2, "no second check"
+    assert checks[0] - started < 1, "the first check comes with the first beat"
+    assert checks[1] - checks[0] >= 2 - 0.1, "not before the check interval"
+
+
+def test_a_failing_check_is_logged_and_does_not_stop_the_heartbeat(db, monkeypatch, caplog):
+    HostFactory(name="kvm1", queue="kvm1")
+
+    def broken(host):
+        raise OSError("rules file unreadable")
+
+    monkeypatch.setattr(forwards, "host_forwards_periodic_check", broken)
+    assert hostworker._check_forwards_once("kvm1") is None
+    assert "checking the port forwards of kvm1 failed" in caplog.text

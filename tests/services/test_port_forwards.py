@@ -4,22 +4,38 @@ host worker would install, and a run outside the host worker.
 Applying rules needs root in a network namespace: that is proved in tests/realvirt.
 """
 
+import contextlib
+import threading
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.utils import timezone
 
 from networks.choices import ForwardState, OperationStatus
+from networks.forwarding import rules as fw
+from networks.forwarding.engine import ApplyReport
 from networks.forwarding.rules import ForwardRule
 from networks.hypervisor import client
-from networks.models import AuditEvent, Guest, Network, Operation, PortForward
+from networks.hypervisor import networks as hv_networks
+from networks.hypervisor.errors import InvalidUri
+from networks.hypervisor.types import DhcpLease as LibvirtLease
+from networks.models import AuditEvent, DhcpLease, Guest, Network, Operation, PortForward
 from networks.services import forwards as fs
+from networks.services import operations
+from networks.services.connections import host_connection
+from networks.services.forwards import checks, hostside
+from networks.services.interfaces import UPDATE, guest_interface_request
 from networks.services.permissions import PermissionDenied
 from networks.services.restart import network_request_restart, network_restart_preview
 from tests.conftest import run_to_end
 from tests.factories import HostFactory, UserFactory
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD01_MAC = "52:54:00:0c:00:41"  # build01's NIC on routed (virbr2), no reservation
 
 
 @pytest.fixture
@@ -285,7 +301,7 @@ def test_the_rule_set_holds_each_enabled_forward_with_its_reserved_address(host,
     db = create(host, admin, name="db01", protocol="udp", host_address="198.51.100.7", host_port_start=5353,
                 guest_port_start=53).forward  # fmt: skip
     create(host, admin, host_port_start=9000, enabled=False)
-    rules = fs.host_forward_rules(host, client.connect(demo_uri))
+    rules = list(fs.host_forward_plan(host, client.connect(demo_uri)).rules)
     assert rules == [
         ForwardRule(forward_id=web.pk, protocol="tcp", host_address=None, host_port_start=8080, host_port_end=8080,
                     guest_name="web01", guest_mac="52:54:00:0a:00:11", guest_address="192.168.122.11",
@@ -358,3 +374,249 @@ def test_the_host_worker_leaves_out_a_forward_on_an_address_its_host_does_not_ho
     kept = hostside._only_local_addresses(local)
     assert [rule.host_address for rule in kept.rules] == ["127.0.0.1"]
     assert kept.not_applied[here.pk] == (ForwardState.MISSING, "198.51.100.7 is not an address of this host")
+
+
+# ---------------------------------------------------------------- long ranges, concurrent requests
+
+
+def test_a_range_moved_to_other_guest_ports_is_at_most_1024_ports(host, admin):
+    message = refused(host, admin, "guest_port", host_port_start=10000, host_port_end=11024,
+                      guest_port_start=20000, guest_port_end=21024)  # fmt: skip
+    assert "at most 1024 ports long; this one has 1025" in message and "10000-11024" in message
+    create(host, admin, host_port_start=10000, host_port_end=11023, guest_port_start=20000, guest_port_end=21023)
+    assert PortForward.objects.get().host_ports == "10000-11023"
+
+
+def test_a_range_kept_on_its_own_ports_has_no_such_limit(host, admin):
+    create(host, admin, host_port_start=30000, host_port_end=40000, guest_port_start=30000, guest_port_end=40000)
+    assert PortForward.objects.get().guest_ports == "30000-40000"
+
+
+@pytest.fixture
+def not_enqueued(monkeypatch):
+    """Committed operations stay queued rows: no broker in these tests."""
+    monkeypatch.setattr(operations, "enqueue", lambda operation: None)
+
+
+def test_two_requests_for_one_host_port_at_the_same_moment_save_one_forward(
+    not_enqueued, transactional_db, host, admin, monkeypatch
+):
+    """Each request waits, after its overlap check, for the other to pass its own: without the
+    host lock both checks see no forward and both save one; with it the second request's check
+    runs only once the first is saved (the first waits alone until the barrier gives up)."""
+    barrier = threading.Barrier(2, timeout=3)
+    check_overlap = checks.check_overlap
+
+    def check_then_wait_for_the_other(*args, **kwargs):
+        check_overlap(*args, **kwargs)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait()
+
+    monkeypatch.setattr(checks, "check_overlap", check_then_wait_for_the_other)
+    outcomes = []
+
+    def request(name: str) -> None:
+        try:
+            create(host, admin, name=name)
+            outcomes.append("saved")
+        except ValidationError as error:
+            outcomes.append("refused: " + " ".join(error.message_dict["host_port"]))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=request, args=(name,)) for name in ("web01", "db01")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    saved = PortForward.objects.get()  # exactly one
+    assert sorted(outcomes) == [
+        f"refused: tcp/8080 is already forwarded on demo by forward #{saved.pk} ({saved}).",
+        "saved",
+    ]
+
+
+# ---------------------------------------------------------------- which address, and following it
+
+
+def test_the_warning_and_the_host_worker_both_choose_the_newest_lease(host, admin, demo_uri, monkeypatch):
+    routed = Network.objects.get(host=host, name="routed")
+    now = timezone.now()
+    DhcpLease.objects.create(
+        network=routed, mac=BUILD01_MAC, address="10.20.0.150", expires_at=now + timedelta(minutes=5)
+    )
+    DhcpLease.objects.create(
+        network=routed, mac=BUILD01_MAC, address="10.20.0.160", expires_at=now + timedelta(hours=1)
+    )
+    requested = create(host, admin, name="build01")
+    [warning] = requested.warnings
+    assert "(it has 10.20.0.160 now)" in warning.message and "ip=10.20.0.160" in warning.link
+    assert requested.forward.guest_address == "10.20.0.160"
+
+    epoch = int(now.timestamp())
+    _libvirt_leases(monkeypatch, {"routed": [(BUILD01_MAC, "10.20.0.160", epoch + 3600),
+                                             (BUILD01_MAC, "10.20.0.150", epoch + 300)]})  # fmt: skip
+    [rule] = fs.host_forward_plan(host, client.connect(demo_uri)).rules
+    assert rule.guest_address == "10.20.0.160"
+
+
+def test_the_no_reservation_warning_says_the_lease_is_followed_only_at_the_next_check(host, admin, settings):
+    settings.KVMWEB_FORWARD_CHECK_SECONDS = 60
+    [warning] = create(host, admin, name="build01").warnings
+    assert (
+        "Until then the forward follows its lease only at the host worker's next check (every 60 s): after a "
+        "new lease, connections go to the old address until that check re-applies the forward."
+    ) in warning.message
+
+
+def _libvirt_leases(monkeypatch, leases: dict) -> None:
+    """The networks as libvirt answers, with these leases ({network: [(mac, ip, expires)]})."""
+    read = hv_networks.get_network
+
+    def with_leases(conn, name):
+        info = read(conn, name)
+        if name not in leases:
+            return info
+        return replace(info, leases=tuple(LibvirtLease(mac, ip, expires=exp) for mac, ip, exp in leases[name]))
+
+    monkeypatch.setattr(hv_networks, "get_network", with_leases)
+
+
+@pytest.fixture
+def in_host_worker(host, settings, demo_uri, tmp_path, monkeypatch):
+    """This process as demo's host worker, reading the demo fleet as its local libvirt. The
+    firewall is this machine's, not a hypervisor's: the engine's check answers "guest stopped"
+    for every rule (build01 is shut off) and nothing of this machine is read."""
+    settings.KVMWEB_HOST_WORKER = "demo"
+    settings.KVMWEB_HOST_WORKER_URI = demo_uri
+    settings.KVMWEB_FORWARD_RULES_FILE = str(tmp_path / "forwards" / "rules.json")
+    checked = []
+
+    def check(rules, **kwargs):
+        checked.append(kwargs)
+        return ApplyReport({rule.forward_id: ForwardState.GUEST_STOPPED for rule in rules})
+
+    monkeypatch.setattr(hostside, "forwards_check", check)
+    return checked
+
+
+def _applied_as_now(host) -> None:
+    """The host worker's last apply: the forward operations done, the rules file the hooks
+    read written from the current plan (as the engine writes it)."""
+    Operation.objects.filter(host=host).update(status=OperationStatus.SUCCEEDED)
+    plan = fs.installed_plan(host, host_connection(host))
+    for rule in plan.rules:
+        PortForward.objects.filter(pk=rule.forward_id).update(guest_address=rule.guest_address)
+    path = Path(hostside.HostPaths.from_settings().rules_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(fw.rules_to_json("iptables", plan.rules, hostside.guest_bridges(host)))
+
+
+def test_the_periodic_check_records_the_state_the_firewall_has_now(host, admin, in_host_worker):
+    forward = create(host, admin).forward  # web01, reserved
+    _applied_as_now(host)
+    assert fs.host_forwards_periodic_check(host) == {
+        "states": {forward.pk: ForwardState.GUEST_STOPPED}, "changes": [], "reapply": None,
+    }  # fmt: skip
+    forward.refresh_from_db()
+    assert forward.state == ForwardState.GUEST_STOPPED and forward.checked_at is not None
+    assert in_host_worker == [{}], "the engine decides which guests run (no libvirt read passed in)"
+
+
+def test_the_periodic_check_reapplies_once_when_a_leased_guest_gets_another_address(
+    host, admin, in_host_worker, monkeypatch
+):
+    leases = {"routed": [(BUILD01_MAC, "10.20.0.150", 2_000_000_000)]}
+    _libvirt_leases(monkeypatch, leases)
+    forward = create(host, admin, name="build01").forward
+    _applied_as_now(host)
+    assert fs.host_forwards_periodic_check(host)["reapply"] is None, "nothing changed since the apply"
+
+    leases["routed"] = [(BUILD01_MAC, "10.20.0.160", 2_000_000_100)]  # dnsmasq handed out another address
+    checked = fs.host_forwards_periodic_check(host)
+    assert checked["changes"] == [f"#{forward.pk}: 10.20.0.150 on virbr2 → 10.20.0.160 on virbr2 (lease)"]
+    reapply = Operation.objects.get(pk=checked["reapply"])
+    assert (reapply.kind, reapply.source, reapply.requested_by, reapply.status) == (
+        "port_forward.reapply", "system", None, OperationStatus.QUEUED,
+    )  # fmt: skip
+    assert "10.20.0.150 on virbr2 → 10.20.0.160 on virbr2 (lease)" in reapply.message
+    forward.refresh_from_db()
+    assert forward.guest_address == "10.20.0.150", "a check leaves the address its rules have"
+
+    assert fs.host_forwards_periodic_check(host) is None, "while the re-apply is queued, it records the states"
+    Operation.objects.filter(pk=reapply.pk).update(status=OperationStatus.FAILED)
+    assert fs.host_forwards_periodic_check(host)["reapply"] is None, "the same set is not asked for again"
+    assert Operation.objects.filter(kind="port_forward.reapply").count() == 1
+    mine = fs.port_forward_request_reapply(host=host, actor=admin, source="web")  # someone tried meanwhile
+    Operation.objects.filter(pk=mine.pk).update(status=OperationStatus.FAILED)
+    again = fs.host_forwards_periodic_check(host)["reapply"]
+    assert again not in (None, reapply.pk), "after another forward operation, the check asks again"
+
+
+def test_the_periodic_check_is_only_the_hosts_own_workers(host, admin, in_host_worker, settings):
+    create(host, admin)
+    _applied_as_now(host)
+    settings.KVMWEB_HOST_WORKER = "kvm7"
+    assert fs.host_forwards_periodic_check(host) is None
+
+
+def test_moving_a_guests_nic_to_another_network_reapplies_its_forwards(host, admin):
+    create(host, admin, name="build01")  # on routed
+    build01 = guest(host, "build01")
+    moved = guest_interface_request(action=UPDATE, guest=build01, values={"source": "default"}, mac=BUILD01_MAC,
+                                    actor=admin, source="web")  # fmt: skip
+    assert run_to_end(moved.pk).status == OperationStatus.SUCCEEDED
+    reapply = Operation.objects.get(kind="port_forward.reapply")
+    assert (reapply.source, reapply.requested_by, reapply.status, reapply.params["forward_id"]) == (
+        "system", None, OperationStatus.QUEUED, None,
+    )  # fmt: skip
+    assert reapply.message == "build01's interfaces changed: its port forwards follow them"
+
+
+def test_an_interface_change_of_a_guest_without_forwards_reapplies_nothing(host, admin):
+    create(host, admin, name="web01")
+    moved = guest_interface_request(action=UPDATE, guest=guest(host, "build01"), values={"source": "default"},
+                                    mac=BUILD01_MAC, actor=admin, source="web")  # fmt: skip
+    assert run_to_end(moved.pk).status == OperationStatus.SUCCEEDED
+    assert not Operation.objects.filter(kind="port_forward.reapply").exists()
+
+
+# ---------------------------------------------------------------- the host worker's own libvirt
+
+
+def test_the_host_worker_reads_its_own_hypervisor_not_the_hosts_stored_uri(host, admin, settings, tmp_path):
+    local = tmp_path / "local-fleet.xml"  # the hypervisor's own daemon: web01 reserved another address
+    local.write_text((REPO / "demo" / "fleet.xml").read_text().replace(
+        "name='web01' ip='192.168.122.11'", "name='web01' ip='192.168.122.77'"))  # fmt: skip
+    settings.KVMWEB_HOST_WORKER_URI = f"test://{local}"
+    create(host, admin)
+    try:
+        settings.KVMWEB_HOST_WORKER = ""  # a central worker: the stored URI (the demo)
+        assert [r.guest_address for r in fs.installed_plan(host, host_connection(host)).rules] == ["192.168.122.11"]
+        settings.KVMWEB_HOST_WORKER = "demo"
+        assert [r.guest_address for r in fs.installed_plan(host, host_connection(host)).rules] == ["192.168.122.77"]
+    finally:
+        client.disconnect(f"test://{local}")
+
+
+def test_the_host_worker_uri_is_checked_like_a_hosts(host, settings):
+    settings.KVMWEB_HOST_WORKER = "demo"
+    settings.KVMWEB_HOST_WORKER_URI = "qemu:///system?socket=/tmp/elsewhere/libvirt-sock"
+    with pytest.raises(InvalidUri, match="socket"):
+        host_connection(host)
+
+
+def test_an_apply_passes_the_bridges_of_the_hosts_libvirt_made_networks(host, admin, demo_uri, monkeypatch):
+    """Not the host bridge br0 of lan-bridge: connections from the LAN come in over it."""
+    forward = create(host, admin).forward
+    calls = []
+
+    def apply(rules, **kwargs):
+        calls.append(kwargs)
+        return ApplyReport({rule.forward_id: ForwardState.PRESENT for rule in rules}, ["libvirtd not reloaded"])
+
+    monkeypatch.setattr(hostside, "forwards_apply", apply)
+    monkeypatch.setattr(hostside.domains, "running_domain_names", lambda conn: pytest.fail("asked libvirt"))
+    applied = hostside.apply_host_forwards(host, client.connect(demo_uri))
+    assert calls == [{"guest_bridges": ("virbr0", "virbr1", "virbr2", "virbr3")}]
+    assert (applied.states, applied.warnings) == ({forward.pk: ForwardState.PRESENT}, ("libvirtd not reloaded",))

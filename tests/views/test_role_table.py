@@ -32,6 +32,7 @@ READ_ONLY_PAGES = {
     "networks:device_list", "networks:operation_list", "networks:operation_detail", "networks:operation_progress",
     "networks:ipam", "networks:audit_list", "networks:audit_detail", "networks:audit_export", "networks:user_list",
     "networks:port_forward_list", "networks:port_forward_detail",
+    "networks:host_passthrough",
 }  # fmt: skip
 WRITE_METHODS = ("post", "put", "patch", "delete")
 
@@ -131,6 +132,10 @@ PAGES = {
         reverse("networks:port_forward_reapply", args=[_forward(w).pk]), {})),
     ("networks:host_port_forwards_reapply", "POST"): ("operator", lambda w: (
         reverse("networks:host_port_forwards_reapply", args=[_with_host_worker(w).pk]), {})),
+    ("networks:guest_hostdev_add", "POST"): ("admin", lambda w: (
+        _nic(w, "build01", "networks:guest_hostdev_add"), {"pci_address": "0000:01:10.2", "kind": "interface"})),
+    ("networks:guest_hostdev_remove", "POST"): ("admin", lambda w: (
+        _nic(w, "gpu01", "networks:guest_hostdev_remove", "0000:41:00.0"), {"scope": "both"})),
     ("networks:guest_interface_add", "POST"): ("operator", lambda w: (
         _nic(w, "build01", "networks:guest_interface_add"), {"source": "default", "scope": "config"})),
     ("networks:guest_interface_edit", "POST"): ("operator", lambda w: (
@@ -184,6 +189,10 @@ API = {
         _nic(w, "web01", "api:guest-interface", "52:54:00:0a:00:11"), {"link": "down"})),
     ("api:guest-interface", "DELETE"): ("operator", lambda w: (
         _nic(w, "web01", "api:guest-interface", "52:54:00:0a:00:11"), None)),
+    ("api:guest-hostdevs", "POST"): ("admin", lambda w: (
+        _nic(w, "build01", "api:guest-hostdevs"), {"pci_address": "0000:01:10.2", "kind": "interface"})),
+    ("api:guest-hostdev", "DELETE"): ("admin", lambda w: (
+        _nic(w, "gpu01", "api:guest-hostdev", "0000:41:00.0"), None)),
 }  # fmt: skip
 # The section endpoints are two URL patterns covering every collection; each has its own rule.
 SECTION_API = {

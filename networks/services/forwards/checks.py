@@ -1,22 +1,31 @@
 """What a port forward must be: every check a request makes, each refusal a ValidationError
-naming its field, and the warnings that do not refuse (no reservation, the host's own ports)."""
+naming its field, and the warnings that do not refuse (no reservation, the host's own ports);
+and which address a forward goes to (`forward_address`, shared with the host worker)."""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from networks.choices import ForwardMode, ForwardProtocol
+from networks.forwarding.rules import MAX_SHIFTED_PORTS
 from networks.models import DhcpLease, DhcpReservation, Guest, GuestInterface, Host, Network, PortForward
 
 # Guests on these networks are reached through the host's own routing, so DNAT on the host
 # reaches them; on isolated, bridged or macvtap networks the host is not in the path.
 FORWARDABLE_MODES = (ForwardMode.NAT, ForwardMode.ROUTE)
 PORT_MIN, PORT_MAX = 1, 65535
+# A range forwarded to other guest ports than its own is one nftables rule with a map of one
+# element per port (nft has no base port), so such a range is kept short (the engine refuses
+# longer ones too); a range kept on its own ports is one rule whatever its length.
+SHIFTED_RANGE_MAX = MAX_SHIFTED_PORTS
 SOURCE_CIDRS_MAX = 64
 COMMENT_MAX = 255
 # Ports the hypervisor itself usually serves: forwarding them on every address hides the host's own.
@@ -87,6 +96,13 @@ def check_ports(spec: ForwardSpec) -> tuple[int, int, int, int]:
             "guest_port",
             f"The host range has {host_end - host_start + 1} port(s) and the guest range "
             f"{guest_end - guest_start + 1}: give ranges of the same length.",
+        )
+    length = host_end - host_start + 1
+    if host_start != guest_start and length > SHIFTED_RANGE_MAX:
+        _refuse(
+            "guest_port",
+            f"A range forwarded to other guest ports is at most {SHIFTED_RANGE_MAX} ports long; this one has "
+            f"{length}: forward it to the same ports ({host_start}-{host_end}), or split it.",
         )
     return host_start, host_end, guest_start, guest_end
 
@@ -206,11 +222,38 @@ def _describe(interface: GuestInterface) -> str:
 
 def _target(interface: GuestInterface, network: Network) -> GuestTarget:
     mac = interface.mac.lower()
-    reserved = DhcpReservation.objects.filter(network=network, mac__iexact=mac, ip__family="ipv4").first()
-    if reserved is not None:
-        return GuestTarget(interface, network, reserved.address, True)
-    lease = DhcpLease.objects.filter(network=network, mac__iexact=mac).exclude(address__contains=":").first()
-    return GuestTarget(interface, network, lease.address if lease else "", False)
+    reservations = DhcpReservation.objects.filter(network=network, mac__iexact=mac, ip__family="ipv4")
+    leases = DhcpLease.objects.filter(network=network, mac__iexact=mac)
+    address, reserved = forward_address(
+        mac,
+        reservations.values_list("mac", "address"),
+        leases.values_list("mac", "address", "expires_at"),
+    )
+    return GuestTarget(interface, network, address, reserved)
+
+
+def forward_address(mac: str, reservations: Iterable[tuple], leases: Iterable[tuple]) -> tuple[str, bool]:
+    """The IPv4 address a forward to the NIC `mac` goes to, and whether it is reserved: the
+    network's reservation for the MAC, else the MAC's IPv4 lease that expires last (one without
+    an expiry time counts as the oldest). `reservations`: (mac, ipv4) pairs; `leases`: (mac,
+    address, expires) with expires a datetime, seconds since the epoch, or None.
+
+    A request's warning (from the mirror) and the host worker's rules (from libvirt) both
+    choose with this, so the warning names the address the host worker installs."""
+    mac = mac.lower()
+    for reserved_mac, address in reservations:
+        if reserved_mac.lower() == mac and ":" not in address:
+            return address, True
+    mine = [(address, _expiry(expires)) for lease_mac, address, expires in leases
+            if lease_mac.lower() == mac and ":" not in address]  # fmt: skip
+    newest = max(mine, key=lambda lease: lease[1], default=None)
+    return (newest[0] if newest else ""), False
+
+
+def _expiry(expires) -> float:
+    if isinstance(expires, datetime):
+        return expires.timestamp()
+    return float(expires) if expires else 0.0
 
 
 def forward_warnings(host: Host, target: GuestTarget, host_address: str, start: int, end: int):
@@ -233,8 +276,11 @@ def _reserve_warning(target: GuestTarget) -> ForwardWarning:
     now = f"it has {target.address} now" if target.address else "it has no lease yet"
     query = {"mac": target.interface.mac, "name": guest.name, **({"ip": target.address} if target.address else {})}
     link = reverse("networks:network_edit", args=[network.pk, "ip-dhcp-host"]) + "?" + urlencode(query)
+    every = settings.KVMWEB_FORWARD_CHECK_SECONDS
     return ForwardWarning(
-        f"{guest.name} has no DHCP reservation on {network.name} ({now}): its address may change: reserve it.",
+        f"{guest.name} has no DHCP reservation on {network.name} ({now}): its address may change: reserve it. "
+        f"Until then the forward follows its lease only at the host worker's next check (every {every} s): "
+        "after a new lease, connections go to the old address until that check re-applies the forward.",
         link,
         f"Reserve {target.address or 'an address'} for {guest.name}",
     )

@@ -1,25 +1,38 @@
 """What a host's firewall should hold for its forwards, and what it holds: the rule set built
 from libvirt (where each guest NIC sits, its reserved or leased IPv4), applied and checked by the
-host worker through networks.forwarding.engine, and each forward's state recorded."""
+host worker through networks.forwarding.engine, and each forward's state recorded.
+
+Which guests run is never decided here: the engine reads it from libvirt's status files under
+its lock, the same source the hooks use, so a guest starting or stopping between a libvirt read
+and the apply cannot make the worker install a stale set. libvirt is read only for where each
+NIC sits and its addresses (reservations, leases)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
-from networks.choices import ForwardState
-from networks.forwarding.engine import forwards_apply, forwards_check
+from networks.choices import ForwardMode, ForwardState
+from networks.forwarding import rules as fw
+from networks.forwarding.engine import HostPaths, forwards_apply, forwards_check
 from networks.forwarding.rules import ForwardRule
 from networks.hypervisor import domains
 from networks.hypervisor import networks as hv_networks
 from networks.hypervisor.errors import NotFound
 from networks.models import GuestInterface, Host, Network, PortForward
 
-from .checks import FORWARDABLE_MODES
+from ..connections import in_host_worker
+from .checks import FORWARDABLE_MODES, forward_address
+
+logger = logging.getLogger(__name__)
 
 WORKER_ENV = "KVMWEB_HOST_WORKER"  # set by scripts/host-worker.sh to the host's name
 # States that mean the forward does what it should (or will, at its guest's next start).
@@ -33,14 +46,18 @@ class ForwardPlan:
     rules: tuple  # networks.forwarding.rules.ForwardRule
     not_applied: dict[int, tuple[str, str]]  # forward id → (ForwardState, reason)
     networks: dict[int, str]  # forward id → the libvirt network its guest NIC names
+    # Forwards whose address is a lease, not a reservation: the hooks re-apply the address the
+    # rules file holds, so these follow a new lease only when the host worker's periodic check
+    # sees it and re-applies (networks.services.forwards.host_forwards_periodic_check).
+    leased: frozenset[int] = field(default_factory=frozenset)
 
 
 def host_forward_plan(host: Host, conn) -> ForwardPlan:
-    """Read from libvirt where each forward's guest NIC sits and what IPv4 it has there: its
-    reservation on that network for its MAC, else its current lease."""
+    """Read from libvirt where each forward's guest NIC sits and what IPv4 it has there
+    (checks.forward_address: its reservation on that network for its MAC, else its newest lease)."""
     where = domains.interface_networks(conn)
     infos: dict[str, object] = {}
-    rules, not_applied, networks = [], {}, {}
+    rules, not_applied, networks, leased = [], {}, {}, set()
     for forward in PortForward.objects.filter(host=host).order_by("pk"):
         if not forward.enabled:
             not_applied[forward.pk] = (ForwardState.DISABLED, "disabled")
@@ -48,7 +65,7 @@ def host_forward_plan(host: Host, conn) -> ForwardPlan:
         network_name = where.get((forward.guest_name, forward.guest_mac.lower()), "")
         networks[forward.pk] = network_name
         info, why = _network_info(conn, network_name, infos, forward)
-        address = _address_on(info, forward.guest_mac) if info is not None else ""
+        address, reserved = _address_on(info, forward.guest_mac) if info is not None else ("", False)
         if not address:
             not_applied[forward.pk] = (ForwardState.NO_ADDRESS, why or "no reservation and no lease for its MAC")
             continue
@@ -56,12 +73,10 @@ def host_forward_plan(host: Host, conn) -> ForwardPlan:
             rules.append(ForwardRule(**_rule_fields(forward, address, info.bridge)))
         except ValueError as error:  # the rule module refuses what it would not hand to the firewall
             not_applied[forward.pk] = (ForwardState.MISSING, str(error))
-    return ForwardPlan(tuple(rules), not_applied, networks)
-
-
-def host_forward_rules(host: Host, conn) -> list:
-    """The ForwardRules the host's worker installs for the host's forwards."""
-    return list(host_forward_plan(host, conn).rules)
+            continue
+        if not reserved:
+            leased.add(forward.pk)
+    return ForwardPlan(tuple(rules), not_applied, networks, frozenset(leased))
 
 
 def _network_info(conn, name: str, cache: dict, forward: PortForward):
@@ -80,17 +95,10 @@ def _network_info(conn, name: str, cache: dict, forward: PortForward):
     return info, ""
 
 
-def _address_on(info, mac: str) -> str:
-    mac = mac.lower()
-    for ip in info.ips:
-        if ip.family != "ipv4":
-            continue
-        for reserved in ip.dhcp_hosts:
-            if reserved.mac.lower() == mac:
-                return reserved.ip
-    leases = [lease for lease in info.leases if lease.mac == mac and ":" not in lease.ip]
-    newest = max(leases, key=lambda lease: lease.expires or 0, default=None)
-    return newest.ip if newest else ""
+def _address_on(info, mac: str) -> tuple[str, bool]:
+    """(address, reserved) of the NIC `mac` on the network `info`, as a request's warning chooses it."""
+    reservations = [(h.mac or "", h.ip) for ip in info.ips if ip.family == "ipv4" for h in ip.dhcp_hosts]
+    return forward_address(mac, reservations, [(lease.mac or "", lease.ip, lease.expires) for lease in info.leases])
 
 
 def _rule_fields(forward: PortForward, address: str, bridge: str) -> dict:
@@ -108,11 +116,6 @@ def _rule_fields(forward: PortForward, address: str, bridge: str) -> dict:
         "bridge": bridge,
         "source_cidrs": tuple(forward.source_cidrs),
     }
-
-
-def in_host_worker(host: Host) -> bool:
-    """Whether this process is the host's own worker (started by scripts/host-worker.sh)."""
-    return host.name == settings.KVMWEB_HOST_WORKER
 
 
 def host_worker_present(host: Host, now=None) -> bool:
@@ -141,14 +144,41 @@ def live_state(forward: PortForward, now=None) -> str:
 class AppliedForwards:
     plan: ForwardPlan
     states: dict[int, str]  # forward id → ForwardState, for every forward of the host
+    warnings: tuple[str, ...] = ()  # what the engine says still needs a hand (e.g. libvirtd not reloaded)
+
+
+# Networks whose bridge libvirt makes and gives an address of the host (the guests' gateway):
+# a forward on every address leaves traffic arriving from them alone (the engine's
+# `guest_bridges`). A bridge-mode network's bridge (br0) is the host's LAN: forwards serve it.
+GATEWAY_MODES = (ForwardMode.NONE, ForwardMode.NAT, ForwardMode.ROUTE, ForwardMode.OPEN)
+
+
+def installed_plan(host: Host, conn) -> ForwardPlan:
+    """The plan the host worker installs: host_forward_plan without the forwards on an address
+    this host does not hold."""
+    return _only_local_addresses(host_forward_plan(host, conn))
+
+
+def guest_bridges(host: Host) -> tuple[str, ...]:
+    """The bridges of the host's libvirt-made networks, as of the last sync (the forwards' own
+    bridges, read from libvirt, are added by the engine)."""
+    names = host.networks.filter(forward_mode__in=GATEWAY_MODES).exclude(bridge="").values_list("bridge", flat=True)
+    kept = []
+    for name in sorted(set(names)):
+        try:
+            kept.append(fw.check_bridge(name))
+        except ValueError:
+            logger.warning("Network bridge %r of %s is not an interface name: left out", name, host.name)
+    return tuple(kept)
 
 
 def apply_host_forwards(host: Host, conn) -> AppliedForwards:
-    """Install the host's whole forward set and record what each forward now has."""
-    plan = _only_local_addresses(host_forward_plan(host, conn))
-    running = domains.running_domain_names(conn)
-    applied = forwards_apply(list(plan.rules), running_guests=running)
-    return AppliedForwards(plan, _record_states(host, plan, applied))
+    """Install the host's whole forward set and record what each forward now has (and the
+    address its rules use). The engine decides which guests run, under its lock."""
+    plan = installed_plan(host, conn)
+    report = forwards_apply(list(plan.rules), guest_bridges=guest_bridges(host))
+    states = _record_states(host, plan, report.states, applied=True)
+    return AppliedForwards(plan, states, tuple(report.warnings))
 
 
 def _only_local_addresses(plan: ForwardPlan) -> ForwardPlan:
@@ -160,7 +190,7 @@ def _only_local_addresses(plan: ForwardPlan) -> ForwardPlan:
             kept.append(rule)
         else:
             not_applied[rule.forward_id] = (ForwardState.MISSING, f"{rule.host_address} is not an address of this host")
-    return ForwardPlan(tuple(kept), not_applied, plan.networks)
+    return ForwardPlan(tuple(kept), not_applied, plan.networks, plan.leased)
 
 
 def _holds_address(address: str) -> bool:
@@ -173,24 +203,79 @@ def _holds_address(address: str) -> bool:
     return True
 
 
-def check_host_forwards(host: Host, conn, forward_ids=None) -> AppliedForwards:
-    """What the host's firewall has for its forwards (or those of `forward_ids`), without changing it."""
-    plan = host_forward_plan(host, conn)
+def check_host_forwards(host: Host, conn, forward_ids=None, *, plan: ForwardPlan | None = None) -> AppliedForwards:
+    """What the host's firewall has for its forwards (or those of `forward_ids`), without changing
+    it, recorded as each forward's state. A forward whose rules carry another address or bridge
+    than the plan's reads as not in place (the engine compares each rule). A state recorded by an
+    apply after this check began is newer than the check's, and is kept."""
+    started = timezone.now()
+    plan = plan or installed_plan(host, conn)
     rules = [rule for rule in plan.rules if forward_ids is None or rule.forward_id in forward_ids]
-    found = forwards_check(rules, running_guests=domains.running_domain_names(conn))
-    return AppliedForwards(plan, _record_states(host, plan, found))
+    found = forwards_check(rules)  # with the bridges the rules were last written with
+    states = _record_states(host, plan, found.states, applied=False, since=started)
+    return AppliedForwards(plan, states, tuple(found.warnings))
 
 
-def _record_states(host: Host, plan: ForwardPlan, found: dict[int, str]) -> dict[int, str]:
+def _record_states(host: Host, plan: ForwardPlan, found: dict[int, str], *, applied: bool, since=None):
+    """Write each forward's state (and, after an apply, the address its rules use: a check
+    leaves the address of the rules as the last apply wrote it)."""
     now = timezone.now()
     addresses = {rule.forward_id: rule.guest_address for rule in plan.rules}
     states = {**{pk: state for pk, (state, _why) in plan.not_applied.items()}, **found}
     for pk, state in states.items():
         changes = {"state": state, "checked_at": now}
-        if pk in addresses:
+        if applied and pk in addresses:
             changes["guest_address"] = addresses[pk]
-        PortForward.objects.filter(pk=pk, host=host).update(**changes)
+        rows = PortForward.objects.filter(pk=pk, host=host)
+        if since is not None:
+            rows = rows.filter(Q(checked_at__isnull=True) | Q(checked_at__lt=since))
+        rows.update(**changes)
     return states
+
+
+def applied_rules() -> fw.RulesFile | None:
+    """What the host worker last applied on this host: the rules file the hooks read (an empty
+    one when there is none yet; None when it cannot be read, logged)."""
+    path = HostPaths.from_settings().rules_file
+    try:
+        return fw.rules_from_json(path.read_text())
+    except FileNotFoundError:
+        return fw.RulesFile("", [], ())
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        logger.warning("The forward rules file %s cannot be read: %s", path, error)
+        return None
+
+
+def rules_digest(rules) -> str:
+    """A short fingerprint of a rule set (the order does not count)."""
+    rows = sorted(json.dumps(asdict(rule), sort_keys=True) for rule in rules)
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def plan_changes(host: Host, plan: ForwardPlan, applied: fw.RulesFile) -> list[str]:
+    """What differs between the rules the host should hold (`plan`) and those last applied: one
+    line per forward, e.g. "#3: 10.20.0.150 on virbr2 → 10.20.0.160 on virbr2 (lease)", and one
+    when the host's libvirt bridges changed. Empty: nothing."""
+    wanted = {rule.forward_id: rule for rule in plan.rules}
+    have = {rule.forward_id: rule for rule in applied.rules}
+    lines = []
+    bridges = set(fw.bridges_of(plan.rules, guest_bridges(host)))
+    if have and bridges != set(applied.guest_bridges):
+        lines.append(f"libvirt bridges: {', '.join(sorted(applied.guest_bridges))} → {', '.join(sorted(bridges))}")
+    for pk in sorted(set(wanted) | set(have)):
+        new, old = wanted.get(pk), have.get(pk)
+        if new == old:
+            continue
+        if old is None:
+            lines.append(f"#{pk}: not applied yet")
+        elif new is None:
+            lines.append(f"#{pk}: {plan.not_applied.get(pk, ('', 'removed'))[1] or 'removed'}")
+        elif (new.guest_address, new.bridge) != (old.guest_address, old.bridge):
+            how = " (lease)" if pk in plan.leased else ""
+            lines.append(f"#{pk}: {old.guest_address} on {old.bridge} → {new.guest_address} on {new.bridge}{how}")
+        else:
+            lines.append(f"#{pk}: changed")
+    return lines
 
 
 def forwards_report(host: Host, applied: AppliedForwards, forward_ids=None) -> list[dict]:
@@ -208,6 +293,7 @@ def forwards_report(host: Host, applied: AppliedForwards, forward_ids=None) -> l
                 "state": state,
                 "guest_address": forward.guest_address or "",
                 "network": applied.plan.networks.get(forward.pk, ""),
+                **({"address_from": "lease"} if forward.pk in applied.plan.leased else {}),
                 **({"reason": why} if why else {}),
             }
         )
@@ -238,9 +324,10 @@ def forwards_after_restart(host: Host, network_name: str, conn) -> dict:
         )
         rows = [{**row, "verified": False} for row in forwards_report(host, _as_stored(host, plan), ids)]
         return {"forwards": rows, "forwards_note": note}
-    apply_host_forwards(host, conn)
-    checked = check_host_forwards(host, conn, ids)
-    return {"forwards": [{**row, "verified": True} for row in forwards_report(host, checked, ids)]}
+    applied = apply_host_forwards(host, conn)
+    checked = check_host_forwards(host, conn, ids, plan=applied.plan)
+    rows = [{**row, "verified": True} for row in forwards_report(host, checked, ids)]
+    return {"forwards": rows, **({"forwards_warnings": list(applied.warnings)} if applied.warnings else {})}
 
 
 def _as_stored(host: Host, plan: ForwardPlan) -> AppliedForwards:

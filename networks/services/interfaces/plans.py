@@ -6,6 +6,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass, replace
 
+from django.db import transaction
+
 from networks.choices import InterfaceScope, OperationKind
 from networks.hypervisor import guests as hv_guests
 from networks.hypervisor import xml
@@ -13,7 +15,7 @@ from networks.hypervisor.guests import InterfaceSettings
 from networks.hypervisor.types import BandwidthLimit
 from networks.models import Guest, Operation, PortForward
 
-from .. import macs
+from .. import macs, pools
 from ..netupdate.common import gather, invalid
 from ..operations import host_lock_key, operation_request
 from ..permissions import authorize
@@ -92,30 +94,30 @@ def _add_plan(guest: Guest, values: dict, actor) -> InterfacePlan:
         lambda: checks.bandwidth_of(values, "outbound"),
     )
     checks.check_vlan_support(tags, source)
+    pool_warnings = pools.pool_interface_checks(
+        guest=guest, network=source.network, values=values, inbound=inbound, outbound=outbound, joining=True
+    )
+    if pools.is_pool(source.network):
+        model = ""  # a VF pool: the guest drives the VF itself
     mac = _new_mac(values, actor)
     settings = InterfaceSettings(
         source.source_type, source.source, mac, model, source.portgroup, source.mode, link, tags, inbound, outbound
     )
     after = hv_guests.build_interface(settings)
-    warnings = source.warnings + _reservation_warnings(mac, actor)
+    warnings = source.warnings + pool_warnings + macs.mac_notes(mac, actor=actor, guest=guest)
     effect = HOTPLUG if scope != InterfaceScope.CONFIG else CONFIG_ONLY
-    summary = f"Add {model} interface {mac} on {_source_text(settings)} to {guest.name} ({scope})"
+    summary = f"Add {model or 'VF'} interface {mac} on {_source_text(settings)} to {guest.name} ({scope})"
     return InterfacePlan(ADD, guest, mac, scope, "", after, effect, summary, warnings=warnings)
 
 
 def _new_mac(values: dict, actor) -> str:
+    """A typed MAC is refused only when a guest holds it (or an operation is adding it to one):
+    what else the fleet knows of it becomes a warning. A generated one avoids all of that."""
     if not checks.text(values, "mac"):
         return macs.generate_mac()
     mac = macs.normalise_mac(values["mac"])
     macs.check_mac_free(mac, actor=actor)
     return mac
-
-
-def _reservation_warnings(mac: str, actor) -> tuple[str, ...]:
-    return tuple(
-        f"{mac} has a DHCP reservation on {r.network.name}@{r.network.host.name}: it gets {r.address} there."
-        for r in macs.reservations_of(mac, actor=actor)[:5]
-    )
 
 
 def _current(guest: Guest, mac: str) -> tuple[InterfaceSettings, str]:
@@ -139,6 +141,7 @@ def _update_plan(guest: Guest, mac: str, values: dict, actor) -> InterfacePlan:
     values.pop("mac", None)
     scope = checks.scope_of(values, guest)
     wanted, source_warnings = _wanted(values, guest, scope, current, current_xml)
+    source_warnings += _pool_warnings(guest, values, current, wanted)
     changes = _changes(current, wanted)
     if not changes:
         raise invalid("non_field_errors", "Nothing to change: the interface already has these settings.")
@@ -174,6 +177,18 @@ def _wanted(values: dict, guest: Guest, scope: str, current: InterfaceSettings, 
         outbound,
     )  # fmt: skip
     return wanted, source.warnings
+
+
+def _pool_warnings(guest: Guest, values: dict, current: InterfaceSettings, wanted: InterfaceSettings):
+    """An interface moving onto (or staying on) an SR-IOV pool: the pool's refusals and warnings."""
+    if wanted.source_type != "network":
+        return ()
+    network = guest.host.networks.filter(name=wanted.source).first()
+    joining = (current.source_type, current.source) != (wanted.source_type, wanted.source)
+    return pools.pool_interface_checks(
+        guest=guest, network=network, values=values, inbound=wanted.inbound, outbound=wanted.outbound,
+        joining=joining,
+    )  # fmt: skip
 
 
 def _changes(current: InterfaceSettings, wanted: InterfaceSettings) -> dict:
@@ -260,8 +275,16 @@ def _source_text(settings: InterfaceSettings) -> str:
 def guest_interface_request(
     *, action: str, guest: Guest, values, actor, source: str, mac: str = "", message: str = ""
 ) -> Operation:
-    """Authorize, check, and queue the Operation that makes the change."""
+    """Authorize, check, and queue the Operation that makes the change. The check and the
+    Operation are one transaction under the MAC lock: two requests for one MAC cannot both pass."""
     authorize(actor=actor, action=ACTIONS[action], host=guest.host, source=source, object_name=guest.name)
+    with transaction.atomic():
+        if action == ADD:
+            macs.lock_macs(guest.host)
+        return _request(action, guest, values, actor, source, mac, message)
+
+
+def _request(action: str, guest: Guest, values, actor, source: str, mac: str, message: str) -> Operation:
     plan = interface_plan(action=action, guest=guest, values=values, mac=mac, actor=actor)
     params = {
         "mac": plan.mac, "scope": plan.scope, "summary": plan.summary, "replug": plan.replug,

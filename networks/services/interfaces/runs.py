@@ -17,7 +17,7 @@ from networks.hypervisor.guests import InterfaceSettings
 from networks.models import Guest, Operation
 from networks.operation_kinds import HOST, operation_kind
 
-from .. import macs
+from .. import forwards, macs
 from ..connections import host_connection
 from ..operations import OperationRejected, Outcome, PartlyFailed, Progress, host_sync_request
 from ..sync import mirror_guest as write_guest
@@ -26,20 +26,20 @@ from .plans import apply_changes, needs_replug
 logger = logging.getLogger(__name__)
 
 
-def _definitions(operation: Operation, progress: Progress):
+def guest_definitions(operation: Operation, progress: Progress):
     progress.step(10, f"Reading {operation.target_name} on {operation.host_name}")
     conn = host_connection(operation.host)
     return conn, hv_guests.read_definitions(conn, operation.target_name)
 
 
-def _check_scope(definitions, scope: str) -> None:
+def check_scope(definitions, scope: str) -> None:
     if scope != InterfaceScope.CONFIG and not definitions.active:
         raise OperationRejected(f"{definitions.name} is not running any more: only its persistent config can change.")
     if scope != InterfaceScope.LIVE and not definitions.persistent:
         raise OperationRejected(f"{definitions.name} is transient: it has no persistent config to change.")
 
 
-def _xml_pair(definitions, after, scope: str) -> tuple[str, str]:
+def guest_xml_pair(definitions, after, scope: str) -> tuple[str, str]:
     """The guest XML before and after for the audit log: the config for a config-only change."""
     if scope == InterfaceScope.CONFIG:
         return definitions.config_xml, after.config_xml
@@ -47,7 +47,7 @@ def _xml_pair(definitions, after, scope: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def _remirror_on_failure(operation: Operation):
+def remirror_on_failure(operation: Operation):
     """Whatever stops a run, the guest is read again so the mirror shows what the host has."""
     try:
         yield
@@ -62,16 +62,16 @@ def guest_interface_add_run(operation: Operation, progress: Progress) -> Outcome
     lost connection is safe: an interface whose MAC the guest has already is not added again."""
     params = operation.params
     mac, scope = params["mac"], params["scope"]
-    conn, before = _definitions(operation, progress)
-    _check_scope(before, scope)
+    conn, before = guest_definitions(operation, progress)
+    check_scope(before, scope)
     holder = macs.mac_holder(mac, exclude_guest=_guest_row(operation))
     if holder is not None:
         raise OperationRejected(macs.clash_message(mac, holder, operation.requested_by))
-    present = [s for s in _parts(scope) if hv_guests.find_interface(_xml_of(before, s), mac) is not None]
-    if present and len(present) < len(_parts(scope)):
+    present = [s for s in scope_parts(scope) if hv_guests.find_interface(guest_xml_of(before, s), mac) is not None]
+    if present and len(present) < len(scope_parts(scope)):
         raise OperationRejected(f"{before.name} already has {mac} in its {' and '.join(present)} definition.")
     method = "already present"
-    with _remirror_on_failure(operation):
+    with remirror_on_failure(operation):
         if not present:
             progress.step(40, params["summary"])
             method = hv_guests.attach_interface(conn, before.name, params["interface_xml"], scope)
@@ -85,11 +85,11 @@ def guest_interface_remove_run(operation: Operation, progress: Progress) -> Outc
     """Detach the interface; a guest that no longer has it is left as it is."""
     params = operation.params
     mac, scope = params["mac"], params["scope"]
-    conn, before = _definitions(operation, progress)
-    _check_scope(before, scope)
-    present = [s for s in _parts(scope) if hv_guests.find_interface(_xml_of(before, s), mac) is not None]
+    conn, before = guest_definitions(operation, progress)
+    check_scope(before, scope)
+    present = [s for s in scope_parts(scope) if hv_guests.find_interface(guest_xml_of(before, s), mac) is not None]
     method = "already absent"
-    with _remirror_on_failure(operation):
+    with remirror_on_failure(operation):
         if present:
             progress.step(40, params["summary"])
             method = _detach(conn, before.name, mac, scope, present)
@@ -100,7 +100,7 @@ def guest_interface_remove_run(operation: Operation, progress: Progress) -> Outc
 
 def _detach(conn, name: str, mac: str, scope: str, present: list[str]) -> str:
     """Detach from where the interface is: a NIC added live only has no config to lose."""
-    if len(present) == len(_parts(scope)):
+    if len(present) == len(scope_parts(scope)):
         return hv_guests.detach_interface(conn, name, mac, scope)
     return hv_guests.detach_interface(conn, name, mac, present[0])
 
@@ -130,7 +130,16 @@ def _plug_back(conn, operation: Operation, progress: Progress) -> tuple[str, boo
             return "the new NIC was plugged in", True
     except HypervisorError as error:
         progress.log(f"The new interface was refused ({error}); plugging the old one in again")
-        hv_guests.attach_again(conn, name, state["old_interface_xml"])
+        try:
+            hv_guests.attach_again(conn, name, state["old_interface_xml"])
+        except HypervisorError as second:
+            unplugged = hv_guests.NicUnplugged(
+                f"The new interface was refused ({error}), and plugging the old one in again failed too ({second}): "
+                f"the NIC is now unplugged; its XML:\n{state['old_interface_xml']}",
+                state["old_interface_xml"],
+            )
+            progress.log(str(unplugged))
+            raise unplugged from second
         return "the old NIC was plugged in again", False
     left = hv_guests.changed_fields(
         _live_settings(conn, name, operation.params["mac"]), _settings_of(state["new_interface_xml"])
@@ -143,10 +152,10 @@ def guest_interface_update_run(operation: Operation, progress: Progress) -> Outc
     """The running guest first (in place, else detach + attach), then its config."""
     params = operation.params
     scope = params["scope"]
-    conn, before = _definitions(operation, progress)
-    _check_scope(before, scope)
+    conn, before = guest_definitions(operation, progress)
+    check_scope(before, scope)
     result = {"summary": params["summary"], "mac": params["mac"], "scope": scope, "notes": []}
-    with _remirror_on_failure(operation):
+    with remirror_on_failure(operation):
         if scope != InterfaceScope.CONFIG:
             progress.step(30, f"Changing the running guest: {params['summary']}")
             result.update(_change_live(conn, operation, before, progress))
@@ -161,7 +170,7 @@ def guest_interface_update_run(operation: Operation, progress: Progress) -> Outc
         after = hv_guests.read_definitions(conn, before.name)
     _mirror_guest(operation, conn)
     result["method"] = result.get("live_method") or result.get("config_method")
-    before_xml, after_xml = _xml_pair(before, after, scope)
+    before_xml, after_xml = guest_xml_pair(before, after, scope)
     if "config_error" in result:
         raise PartlyFailed(
             f"The running guest was changed, but its persistent config was not: {result['config_error']}", result
@@ -181,8 +190,16 @@ def _change_live(conn, operation: Operation, before, progress: Progress) -> dict
     new_xml = hv_guests.build_interface(wanted, xml.to_string(current))
     try:
         change = hv_guests.change_live(
-            conn, before.name, new_xml, replug=needs_replug(settings, wanted), checkpoint=progress.checkpoint
-        )
+            conn, before.name, new_xml, replug=needs_replug(settings, wanted), checkpoint=progress.checkpoint,
+            log=progress.log,
+        )  # fmt: skip
+    except (hv_guests.DetachPending, hv_guests.NicUnplugged) as error:
+        # The NIC is gone (or going): the whole message (with the XML to plug in) is logged,
+        # and the XML is in the result, where the row's one-line error cannot hold it.
+        progress.log(str(error))
+        pending = isinstance(error, hv_guests.DetachPending)
+        result = {"live_method": hv_guests.REPLUG, "interface_xml": error.interface_xml}
+        raise PartlyFailed(str(error), {**result, ("detach_pending" if pending else "unplugged"): True}) from error
     except HypervisorError as error:
         if operation.checkpoint.get("replugging"):
             progress.log(f"Re-plugging failed: {error}")
@@ -226,16 +243,16 @@ def _update_config_part(conn, operation: Operation, progress: Progress) -> str:
     return method
 
 
-def _parts(scope: str) -> list[str]:
+def scope_parts(scope: str) -> list[str]:
     return {"live": ["live"], "config": ["config"], "both": ["live", "config"]}[scope]
 
 
-def _xml_of(definitions, part: str) -> str:
+def guest_xml_of(definitions, part: str) -> str:
     return definitions.live_xml if part == "live" else definitions.config_xml
 
 
 def _outcome(params: dict, method: str, before, after) -> Outcome:
-    before_xml, after_xml = _xml_pair(before, after, params["scope"])
+    before_xml, after_xml = guest_xml_pair(before, after, params["scope"])
     result = {"summary": params["summary"], "mac": params["mac"], "scope": params["scope"], "method": method}
     return Outcome(result, before_xml=before_xml, after_xml=after_xml)
 
@@ -248,16 +265,18 @@ def _guest_row(operation: Operation) -> Guest | None:
 
 
 def _mirror_guest(operation: Operation, conn) -> None:
-    """Write the guest as its host has it now (the same rows a sync writes)."""
+    """Write the guest as its host has it now (the same rows a sync writes); its port forwards
+    are then applied again, since a NIC they point at may have moved or gone."""
     host = operation.host
     try:
         info = hv_guests.read_guest(conn, operation.target_name)
     except NotFound:
         host.guests.filter(name=operation.target_name).delete()
-        return
-    networks = {network.name: network for network in host.networks.all()}
-    with transaction.atomic():
-        write_guest(host, info, networks, timezone.now())  # the rows a host sync writes for one guest
+    else:
+        networks = {network.name: network for network in host.networks.all()}
+        with transaction.atomic():
+            write_guest(host, info, networks, timezone.now())  # the rows a host sync writes for one guest
+    forwards.after_guest_change(host, operation.target_name)
 
 
 def mirror_guest_quietly(operation: Operation) -> None:
