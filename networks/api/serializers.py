@@ -158,7 +158,9 @@ class NetworkDetailSerializer(NetworkListSerializer):
     portgroups = PortgroupSerializer(many=True, read_only=True)
     forward_interfaces = ForwardInterfaceSerializer(many=True, read_only=True)
     pf = serializers.SerializerMethodField(help_text="An SR-IOV VF pool's PF (null for other networks)")
-    vfs = serializers.SerializerMethodField(help_text="A pool's VFs: pci_address and held_by (null when free)")
+    vfs = serializers.SerializerMethodField(
+        help_text="A pool's VFs: pci_address and held_by (null when free); null for other networks"
+    )
     free_vfs = serializers.SerializerMethodField(help_text="A pool's free VFs (null for other networks)")
 
     def _pool(self, network):
@@ -170,9 +172,11 @@ class NetworkDetailSerializer(NetworkListSerializer):
         state = self._pool(network)
         return state.pf if state else None
 
-    def get_vfs(self, network) -> list[dict]:
+    def get_vfs(self, network) -> list[dict] | None:
         state = self._pool(network)
-        return [{"pci_address": vf.pci_address, "held_by": holder_data(vf.holder)} for vf in state.vfs] if state else []
+        if state is None:
+            return None
+        return [{"pci_address": vf.pci_address, "held_by": holder_data(vf.holder)} for vf in state.vfs]
 
     def get_free_vfs(self, network) -> int | None:
         state = self._pool(network)

@@ -117,7 +117,6 @@ def forwards_apply(
     rules: Sequence[ForwardRule],
     *,
     guest_bridges: Iterable[str] = (),
-    running_guests: Iterable[str] | None = None,
     paths: HostPaths | None = None,
 ) -> ApplyReport:
     """Make the host hold exactly the rules of `rules` whose guest runs (and nothing of forwards
@@ -137,16 +136,14 @@ def forwards_apply(
 
     Which guests run is read under the rules lock from libvirt's status files
     (`paths.qemu_state_dir`), exactly as the hooks read it, so that a guest starting or stopping
-    meanwhile (its hook waits for the lock and runs next) cannot leave a stale set applied.
-    `running_guests` is advisory and ignored: kept so that callers passing it keep working;
-    there is no need to ask libvirt for it. Nothing here calls libvirt (a hook waiting for the
-    lock holds libvirtd).
+    meanwhile (its hook waits for the lock and runs next) cannot leave a stale set applied: the
+    caller need not ask libvirt. Nothing here calls libvirt (a hook waiting for the lock holds
+    libvirtd).
 
     Raises fw.FirewallError when a firewall command fails (its first line of output in the
     message; fw.LockTimeout when the lock stays held WORKER_LOCK_TIMEOUT s), ValueError for a
     forward id listed twice or a bad bridge name, and OSError when a file cannot be written.
     """
-    del running_guests  # advisory, see the docstring
     paths = paths or HostPaths.from_settings()
     _check_unique_ids(rules)
     bridges = fw.bridges_of(rules, guest_bridges)
@@ -166,15 +163,13 @@ def forwards_check(
     rules: Sequence[ForwardRule],
     *,
     guest_bridges: Iterable[str] | None = None,
-    running_guests: Iterable[str] | None = None,
     paths: HostPaths | None = None,
 ) -> ApplyReport:
     """The same answer without changing anything (for the live state and after a restart).
 
-    Running guests come from libvirt's status files under the rules lock, as in forwards_apply;
-    `running_guests` is advisory and ignored. `guest_bridges` None: the bridges saved in the
-    rules file by the last apply (what the rules were written with)."""
-    del running_guests  # advisory, see the docstring
+    Running guests come from libvirt's status files under the rules lock, as in forwards_apply.
+    `guest_bridges` None: the bridges saved in the rules file by the last apply (what the rules
+    were written with)."""
     paths = paths or HostPaths.from_settings()
     backend = firewall_backend(paths)
     with fw.rules_lock(paths.rules_file, timeout=WORKER_LOCK_TIMEOUT):

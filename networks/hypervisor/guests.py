@@ -151,6 +151,8 @@ def build_interface(settings: InterfaceSettings, base_xml: str = "") -> str:
         _remove(iface, "virtualport")  # the old source's port profile; a network brings its own
     if settings.model:
         _set_child(iface, "model", {"type": settings.model})
+    else:
+        _remove(iface, "model")  # a VF pool's interface: the guest drives the VF itself
     if settings.link:
         _set_child(iface, "link", {"state": settings.link})
     else:
@@ -413,11 +415,12 @@ def _wait_for_release(conn, name: str, mac: str, attach: str, log=None) -> None:
     """Wait for the guest to release an unplugged NIC: DETACH_WAIT_S, then (saying so)
     DETACH_GRACE_S more. Giving up earlier would fail the change while the unplug is still
     pending, and the NIC would vanish later with nothing to plug it in again."""
-    if _released(conn, name, mac, DETACH_WAIT_S):
+    holds = _holds_interface(mac)
+    if _released(conn, name, holds, DETACH_WAIT_S):
         return
     if log is not None:
         log(f"{name} has not released interface {mac} after {DETACH_WAIT_S:g} s: waiting {DETACH_GRACE_S:g} s more")
-    if _released(conn, name, mac, DETACH_GRACE_S):
+    if _released(conn, name, holds, DETACH_GRACE_S):
         return
     raise DetachPending(
         f"Detach pending: {name} has not released interface {mac} within {DETACH_WAIT_S + DETACH_GRACE_S:g} s; "
@@ -427,14 +430,23 @@ def _wait_for_release(conn, name: str, mac: str, attach: str, log=None) -> None:
     )
 
 
-def _released(conn, name: str, mac: str, timeout: float) -> bool:
-    """Whether the running guest no longer shows interface `mac`, polled for up to `timeout` s."""
+def _released(conn, name: str, holds: Callable[[str], bool], timeout: float) -> bool:
+    """Whether the running guest's live XML no longer holds the device (`holds(live_xml)`
+    false), polled for up to `timeout` s."""
     deadline = time.monotonic() + timeout
-    while find_interface(dom_xml(conn, name), mac) is not None:
+    while holds(dom_xml(conn, name)):
         if time.monotonic() > deadline:
             return False
         time.sleep(POLL_S)
     return True
+
+
+def _holds_interface(mac: str) -> Callable[[str], bool]:
+    return lambda live_xml: find_interface(live_xml, mac) is not None
+
+
+def _holds_pci_device(pci_address: str) -> Callable[[str], bool]:
+    return lambda live_xml: hostdevs.find_device(live_xml, pci_address) is not None
 
 
 def _for_attach(interface: str, old_live: str) -> str:
@@ -468,7 +480,7 @@ def _live_interface(conn, name: str, mac: str) -> str:
 def _wait_until_gone(conn, name: str, mac: str, timeout: float = DETACH_WAIT_S) -> None:
     """libvirt returns from a live detach once it asked the guest; the device goes when the
     guest lets it go."""
-    if not _released(conn, name, mac, timeout):
+    if not _released(conn, name, _holds_interface(mac), timeout):
         raise HypervisorError(
             f"{name} has not released interface {mac} within {timeout:g} s (the guest must acknowledge an unplug)."
         )
@@ -512,11 +524,9 @@ def detach_pci_device(conn: libvirt.virConnect, name: str, pci_address: str, sco
 
 
 def _wait_until_released(conn, name: str, pci_address: str, timeout: float = DETACH_WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while hostdevs.find_device(dom_xml(conn, name), pci_address) is not None:
-        if time.monotonic() > deadline:
-            raise HypervisorError(
-                f"{name} has not released PCI device {pci_address} within {timeout:g} s "
-                "(the guest must acknowledge an unplug)."
-            )
-        time.sleep(POLL_S)
+    """As _wait_until_gone, for a PCI device: the host gets it back once the guest lets it go."""
+    if not _released(conn, name, _holds_pci_device(pci_address), timeout):
+        raise HypervisorError(
+            f"{name} has not released PCI device {pci_address} within {timeout:g} s "
+            "(the guest must acknowledge an unplug)."
+        )

@@ -14,7 +14,7 @@ from django.db import connection
 from networks.choices import ACTIVE_STATUSES, OperationKind
 from networks.models import DhcpLease, DhcpReservation, GuestInterface, Host, NodeDevice, Operation, PortForward
 
-from .netupdate.common import invalid, mac_address
+from .netupdate.common import invalid, mac_address, text
 from .permissions import can_view, visible_host_ids
 
 LIBVIRT_PREFIX = "52:54:00"  # the range libvirt and QEMU give guests (QEMU's OUI)
@@ -80,6 +80,18 @@ def generate_mac() -> str:
         if not mac_in_use(mac):
             return mac
     raise ValidationError({"mac": ["No free MAC address was found in 52:54:00; give one."]})
+
+
+def new_mac(values: dict, *, actor, guest=None, field: str = "mac") -> tuple[str, tuple[str, ...]]:
+    """The MAC of a NIC a guest gets, and the warnings about it. A typed MAC is refused only when
+    a guest holds it (or an operation is adding it to one): what else the fleet knows of it
+    becomes a warning (mac_notes). An empty one is generated, avoiding all of that. Call it
+    after lock_macs, in the transaction that records its use."""
+    if not text(values, field):
+        return generate_mac(), ()
+    mac = normalise_mac(values[field], field)
+    check_mac_free(mac, actor=actor, field=field)
+    return mac, mac_notes(mac, actor=actor, guest=guest)
 
 
 def clash_message(mac: str, holder: GuestInterface, actor) -> str:

@@ -139,17 +139,6 @@ def pool_pf(network) -> str | None:
     return None
 
 
-def pool_guests_without_vf(network) -> list[str]:
-    """Names of running guests with an interface on the pool whose VF the mirror does not know
-    (their live XML names none: libvirt had not given one yet, or the driver never does, as the
-    test driver), one entry per such interface."""
-    return sorted(
-        iface.guest.name
-        for iface in _pool_interfaces(network)
-        if iface.guest.is_running and not _is_pci_address(iface.source)
-    )
-
-
 # ---------------------------------------------------------------- guests
 
 

@@ -122,8 +122,9 @@ def pf_choices(host: Host) -> list[PfChoice]:
 
 def pool_create_parts(host: Host, name: str, values: dict) -> tuple[str, tuple[str, ...]]:
     """The XML and warnings of a new pool on the PF `values["pf"]`, or a ValidationError
-    naming the field: a PF that the last sync did not see as an SR-IOV PF of this host, or
-    one another pool network already hands out (two pools would give the same VF twice)."""
+    naming the field: a PF that the last sync did not see as an SR-IOV PF of this host, one
+    another pool network already hands out (two pools would give the same VF twice), or one a
+    guest holds (as <hostdev> or <interface type='hostdev'>)."""
     if not text(values, "pf"):
         raise invalid("pf", "Pick the SR-IOV physical function (PF) whose VFs the pool hands out.")
     pf = interface_name(values, "pf")
@@ -134,6 +135,13 @@ def pool_create_parts(host: Host, name: str, values: dict) -> tuple[str, tuple[s
     other = pool_of_pf(host, pf)
     if other is not None:
         raise invalid("pf", f"{pf} already backs the VF pool {other.name} on {host.name}: one pool per PF.")
+    holder = pci.device_holders(host).get(pfs[pf].pci_address)
+    if holder is not None and holder.kind in (pci.GUEST_HOSTDEV, pci.GUEST_INTERFACE):
+        raise invalid(
+            "pf",
+            f"{pf} ({pfs[pf].pci_address}) is assigned to a guest: {holder.detail}. Its VFs cannot be handed out "
+            "while the guest holds the PF; return it first.",
+        )
     return xml.build_pool_network_xml(name=name, pf=pf), _create_warnings(host, pfs[pf])
 
 

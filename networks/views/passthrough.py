@@ -2,7 +2,7 @@
 grouped and related, and who holds each one now. Read from the mirror only."""
 
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from networks.choices import ForwardMode
@@ -46,13 +46,13 @@ class _Links:
 
     def row(self, device: pci.PciDevice) -> dict:
         holder = device.holder
-        assign = [] if holder else [(guest.name, _assign_url(guest, device)) for guest in self.guests]
+        # Offered only for a free device outside any VF pool: assigning another is refused anyway.
+        free = holder is None and not device.pool
         return {
             "device": device,
             "holder_url": self.holder_url(holder),
             "return_url": _return_url(holder, device),
-            # Offered only for a free device: assigning a held one is refused anyway.
-            "assign_links": [(name, url) for name, url in assign if url],
+            "assign_links": [(guest.name, _assign_url(guest, device)) for guest in self.guests] if free else [],
         }
 
     def holder_url(self, holder: pci.Holder | None) -> str:
@@ -64,12 +64,8 @@ class _Links:
 
 
 def _assign_url(guest, device: pci.PciDevice) -> str:
-    """The guest's assignment page preset to the device; "" while that page does not exist."""
-    try:
-        url = reverse("networks:guest_hostdev_add", args=[guest.pk])
-    except NoReverseMatch:
-        return ""
-    return f"{url}?pci_address={device.pci_address}"
+    """The guest's assignment page with the device preselected."""
+    return f"{reverse('networks:guest_hostdev_add', args=[guest.pk])}?pci={device.pci_address}"
 
 
 def _return_url(holder: pci.Holder | None, device: pci.PciDevice) -> str:
@@ -79,7 +75,4 @@ def _return_url(holder: pci.Holder | None, device: pci.PciDevice) -> str:
         return ""
     if holder.kind == pci.POOL:
         return reverse("networks:guest_detail", args=[holder.guest_id])
-    try:
-        return reverse("networks:guest_hostdev_remove", args=[holder.guest_id, device.pci_address])
-    except NoReverseMatch:
-        return reverse("networks:guest_detail", args=[holder.guest_id])
+    return reverse("networks:guest_hostdev_remove", args=[holder.guest_id, device.pci_address])

@@ -10,13 +10,20 @@ import pytest
 from rest_framework.test import APIClient
 
 from networks.hypervisor import client
-from networks.models import AuditEvent, Guest, Operation
+from networks.models import AuditEvent, Guest, Network, Operation
 from networks.services.permissions import role_set
 from tests.conftest import run_to_end
 from tests.factories import HostFactory, UserFactory
 
 FREE_VF = "0000:01:10.2"
 SPARE_PF = "0000:01:00.1"
+
+
+@pytest.fixture
+def no_pool(demo_host):
+    """The demo host without its VF pool (sriov-pool gone from the mirror): ens1f0's VFs are
+    then free to give a guest directly. While a pool uses them, they are refused."""
+    Network.objects.filter(host=demo_host, name="sriov-pool").delete()
 
 
 @pytest.fixture
@@ -47,7 +54,7 @@ def test_the_list_shows_the_guests_pci_devices(api, gpu01):
     ]  # fmt: skip
 
 
-def test_a_vf_is_assigned_as_an_interface_and_returned(api, build01, demo_uri):
+def test_a_vf_is_assigned_as_an_interface_and_returned(api, build01, no_pool, demo_uri):
     base = f"/api/guests/{build01.pk}/hostdevs/"
     body = {"pci_address": FREE_VF, "kind": "interface", "mac": "52:54:00:AB:00:02", "vlan": 7,
             "virtualport": "802.1Qbh", "profileid": "gold", "message": "a fast NIC"}  # fmt: skip
@@ -63,7 +70,7 @@ def test_a_vf_is_assigned_as_an_interface_and_returned(api, build01, demo_uri):
     assert api.get(base).json() == []
 
 
-def test_a_vf_as_a_bare_hostdev_answers_the_mac_warning(api, build01):
+def test_a_vf_as_a_bare_hostdev_answers_the_mac_warning(api, build01, no_pool):
     answer, _finished = _accepted(api.post(f"/api/guests/{build01.pk}/hostdevs/", {"pci_address": FREE_VF},
                                            format="json"))  # fmt: skip
     assert any("new random MAC after each host reboot" in warning for warning in answer["warnings"])
@@ -94,10 +101,22 @@ def test_dry_run_answers_the_preview_and_changes_nothing(api, build01):
         ({"pci_address": FREE_VF, "message": {"a": 1}}, "message"),
     ],
 )
-def test_bad_input_answers_400_naming_the_field_and_queues_nothing(api, build01, body, field):
+def test_bad_input_answers_400_naming_the_field_and_queues_nothing(api, build01, no_pool, body, field):
     response = api.post(f"/api/guests/{build01.pk}/hostdevs/", body, format="json")
     assert response.status_code == 400, response.content
     assert field in response.json()
+    assert not Operation.objects.filter(kind__startswith="guest.").exists()
+
+
+def test_a_vf_of_a_pool_answers_400_naming_the_pool(api, build01):
+    response = api.post(f"/api/guests/{build01.pk}/hostdevs/", {"pci_address": FREE_VF, "kind": "interface"},
+                        format="json")  # fmt: skip
+    assert response.status_code == 400
+    assert response.json() == {"pci_address": [
+        "0000:01:10.2 is a VF of the pool sriov-pool: the pool hands it to the next guest that starts on it, which "
+        "would then fail to start. Give the guest an interface on the network sriov-pool instead, or a VF of a PF "
+        "no pool uses."
+    ]}  # fmt: skip
     assert not Operation.objects.filter(kind__startswith="guest.").exists()
 
 

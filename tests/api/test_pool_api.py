@@ -71,7 +71,13 @@ def test_the_pool_shows_its_pf_its_vfs_and_who_holds_them(api, demo_host):
 def test_other_networks_have_no_pool_fields(api, demo_host):
     network = Network.objects.get(host=demo_host, name="default")
     body = api.get(f"/api/networks/{network.pk}/").json()
-    assert (body["pf"], body["vfs"], body["free_vfs"]) == (None, [], None)
+    assert (body["pf"], body["vfs"], body["free_vfs"]) == (None, None, None)
+
+
+def test_the_schema_says_the_pool_fields_may_be_null(api, db):
+    schema = api.get("/api/schema/", {"format": "json"}).json()
+    fields = schema["components"]["schemas"]["NetworkDetail"]["properties"]
+    assert [fields[name].get("nullable") for name in ("pf", "vfs", "free_vfs")] == [True, True, True]
 
 
 def test_the_preview_of_attaching_a_guest_to_a_full_pool_carries_the_warning(api, demo_host):

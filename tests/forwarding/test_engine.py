@@ -354,15 +354,15 @@ DB = {"forward_id": 8, "guest_name": "db1", "host_port_start": 5432, "host_port_
 
 
 def test_which_guests_run_is_read_from_libvirts_status_files_like_the_hooks_do(iptables_host, netns):
-    """The caller's idea of the running guests (read from libvirt before the lock) may be stale:
-    web1 started and db1 stopped meanwhile, and their hooks already ran."""
+    """The engine asks no caller which guests run (an answer read from libvirt before the lock
+    may be stale): web1 has a status file, db1 none, whatever the worker thought."""
     paths = iptables_host
     (paths.qemu_state_dir / "web1.xml").write_text("<domstatus/>")
-    states, warnings = _engine(netns, paths, "apply", [{}, DB], running_guests=["db1"])
+    states, warnings = _engine(netns, paths, "apply", [{}, DB])
     assert states == {7: "present", 8: "guest_stopped"}
     saved = _saved(netns)
     assert '--comment "kvmweb:7"' in saved and "kvmweb:8" not in saved
-    assert _engine(netns, paths, "check", [{}, DB], running_guests=["db1"])[0] == {7: "present", 8: "guest_stopped"}
+    assert _engine(netns, paths, "check", [{}, DB])[0] == {7: "present", 8: "guest_stopped"}
 
 
 def test_the_worker_waits_for_a_hook_holding_the_lock_and_then_reads_the_guests_afresh(iptables_host, netns):
@@ -371,7 +371,7 @@ def test_the_worker_waits_for_a_hook_holding_the_lock_and_then_reads_the_guests_
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a hook of a starting guest is at work
-        request = {"action": "apply", "rules": [{}], "kwargs": {"running_guests": []},
+        request = {"action": "apply", "rules": [{}], "kwargs": {},
                    "paths": {k: [str(p) for p in v] if isinstance(v, tuple) else str(v)
                              for k, v in paths.__dict__.items()}}  # fmt: skip
         worker = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", ENGINE, json.dumps(request)],

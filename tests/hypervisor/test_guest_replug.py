@@ -128,3 +128,39 @@ def test_a_recovery_that_cannot_plug_back_the_old_nic_says_the_nic_is_unplugged(
         "(refused attach 2): the NIC is now unplugged; its XML:"
     )
     assert unplugged.value.interface_xml == OLD and lines[-1] == str(unplugged.value)
+
+
+HOSTDEV = (
+    "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+    "<address domain='0x0000' bus='0x41' slot='0x00' function='0x0'/></source></hostdev>"
+)
+
+
+class StandInHostdevGuest:
+    """A running guest holding the PCI device 0000:41:00.0 until `release_after` s from now (None: never)."""
+
+    def __init__(self, release_after: float | None):
+        self.release_at = None if release_after is None else time.monotonic() + release_after
+
+    def lookupByName(self, name):
+        return self
+
+    def XMLDesc(self, flags=0):
+        held = self.release_at is None or time.monotonic() < self.release_at
+        return f"<domain><name>vm</name><devices>{HOSTDEV if held else ''}</devices></domain>"
+
+
+def test_a_pci_device_unplug_is_waited_for_until_the_guest_releases_it(short_waits):
+    guest = StandInHostdevGuest(release_after=0.1)
+    hv_guests._wait_until_released(guest, "vm", "0000:41:00.0")
+    assert "<hostdev" not in guest.XMLDesc()
+
+
+def test_a_pci_device_the_guest_keeps_fails_after_the_wait(short_waits):
+    started = time.monotonic()
+    with pytest.raises(HypervisorError) as kept:
+        hv_guests._wait_until_released(StandInHostdevGuest(release_after=None), "vm", "0000:41:00.0", timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+    assert str(kept.value) == (
+        "vm has not released PCI device 0000:41:00.0 within 0.3 s (the guest must acknowledge an unplug)."
+    )

@@ -27,7 +27,7 @@ paths = engine.HostPaths(**{key: tuple(map(Path, value)) if isinstance(value, li
                             for key, value in request["paths"].items()})
 rules = [ForwardRule(**dict(r, source_cidrs=tuple(r["source_cidrs"]))) for r in request["rules"]]
 call = engine.forwards_apply if request["action"] == "apply" else engine.forwards_check
-report = call(rules, running_guests=set(request["running"]), paths=paths)  # advisory: the engine reads /run/libvirt
+report = call(rules, paths=paths)  # which guests run: the engine reads libvirt's status files
 print(json.dumps({"states": report.states, "warnings": report.warnings, "backend": engine.firewall_backend(paths)}))
 """
 
@@ -53,11 +53,9 @@ def in_daemon_namespaces(daemon, argv, **kw) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def run_engine(daemon, action: str, rules: list[ForwardRule], running: set[str]) -> tuple[dict[int, str], str]:
-    """forwards_apply or forwards_check there; returns (states by forward id, backend). `running`
-    is passed as the caller's (advisory) idea of the running guests."""
-    request = {"action": action, "rules": [asdict(r) for r in rules], "running": sorted(running),
-               "paths": host_paths(daemon)}  # fmt: skip
+def run_engine(daemon, action: str, rules: list[ForwardRule]) -> tuple[dict[int, str], str]:
+    """forwards_apply or forwards_check there; returns (states by forward id, backend)."""
+    request = {"action": action, "rules": [asdict(r) for r in rules], "paths": host_paths(daemon)}
     done = in_daemon_namespaces(daemon, [sys.executable, "-c", _ENGINE_CALL], input=json.dumps(request))
     if done.returncode != 0:
         raise RuntimeError(f"engine {action} failed:\n{done.stderr}")

@@ -86,7 +86,7 @@ def client(daemon, guest):
 def clean(daemon, guest):
     """Each test leaves the host without forwards."""
     yield
-    run_engine(daemon, "apply", [], {GUEST})
+    run_engine(daemon, "apply", [])
 
 
 def url(path: str = "/cgi-bin/peer") -> str:
@@ -100,7 +100,7 @@ def rules_of_kvmweb(saved: str) -> list[str]:
 def test_a_forward_reaches_the_guest_which_sees_the_clients_address(daemon, guest, client, clean):
     assert http_from(client, url()) is None  # nothing forwarded yet
     t0 = time.monotonic()
-    states, backend = run_engine(daemon, "apply", [forward()], {GUEST})
+    states, backend = run_engine(daemon, "apply", [forward()])
     body = wait_for(lambda: http_from(client, url(), timeout=1), 10)
     elapsed = time.monotonic() - t0
     assert (states, backend) == ({1: "present"}, "iptables")
@@ -117,21 +117,21 @@ def test_a_forward_reaches_the_guest_which_sees_the_clients_address(daemon, gues
 
 
 def test_applying_the_same_forwards_twice_changes_nothing(daemon, guest, client, clean):
-    run_engine(daemon, "apply", [forward()], {GUEST})
+    run_engine(daemon, "apply", [forward()])
     once = rules_of_kvmweb(iptables_save(daemon))
-    assert run_engine(daemon, "apply", [forward()], {GUEST})[0] == {1: "present"}
+    assert run_engine(daemon, "apply", [forward()])[0] == {1: "present"}
     assert rules_of_kvmweb(iptables_save(daemon)) == once
-    assert run_engine(daemon, "check", [forward()], {GUEST})[0] == {1: "present"}
+    assert run_engine(daemon, "check", [forward()])[0] == {1: "present"}
 
 
 def test_the_qemu_hook_removes_the_rules_when_the_guest_stops_and_restores_them_when_it_starts(
     daemon, guest, client, clean
 ):
-    run_engine(daemon, "apply", [forward()], {GUEST})
+    run_engine(daemon, "apply", [forward()])
     time.sleep(1)  # libvirtd re-reads its hooks after the SIGHUP the engine sent
     guest.dom.destroy()
     assert wait_for(lambda: not rules_of_kvmweb(iptables_save(daemon)), 5), "stopped guest kept its rules"
-    assert run_engine(daemon, "check", [forward()], set())[0] == {1: "guest_stopped"}
+    assert run_engine(daemon, "check", [forward()])[0] == {1: "guest_stopped"}
 
     guest.dom.create()  # qemu truncates the serial log: the next lease marker is the new one
     assert wait_for(lambda: rules_of_kvmweb(iptables_save(daemon)), 5), "the started hook did not run"
@@ -140,37 +140,37 @@ def test_the_qemu_hook_removes_the_rules_when_the_guest_stops_and_restores_them_
 
 
 def test_after_a_libvirtd_restart_the_reconnect_hook_puts_lost_rules_back(daemon, guest, client, clean):
-    run_engine(daemon, "apply", [forward()], {GUEST})
+    run_engine(daemon, "apply", [forward()])
     # Rules lost while libvirtd is down (someone flushed the chain): reconnect restores them.
     daemon.stop_libvirtd()
     assert in_daemon_namespaces(daemon, ["iptables", "-F", "KVMWEB_FORWARD"]).returncode == 0
-    assert run_engine(daemon, "check", [forward()], {GUEST})[0] == {1: "missing"}
+    assert run_engine(daemon, "check", [forward()])[0] == {1: "missing"}
     seconds = daemon.start_libvirtd()
-    assert wait_for(lambda: run_engine(daemon, "check", [forward()], {GUEST})[0] == {1: "present"}, 10)
+    assert wait_for(lambda: run_engine(daemon, "check", [forward()])[0] == {1: "present"}, 10)
     assert wait_for(lambda: http_from(client, url(), timeout=1), 10) == f"PEER {CLIENT_ADDRESS}\n"
     print(f"\nlibvirtd back in {seconds:.2f} s")
 
 
 def test_a_source_cidr_that_excludes_the_client_blocks_it(daemon, guest, client, clean):
-    states, _ = run_engine(daemon, "apply", [forward(source_cidrs=("10.0.0.0/8",))], {GUEST})
+    states, _ = run_engine(daemon, "apply", [forward(source_cidrs=("10.0.0.0/8",))])
     assert states == {1: "present"}
     assert http_from(client, url()) is None
-    states, _ = run_engine(daemon, "apply", [forward(source_cidrs=("198.51.100.0/30",))], {GUEST})
+    states, _ = run_engine(daemon, "apply", [forward(source_cidrs=("198.51.100.0/30",))])
     assert http_from(client, url()) == f"PEER {CLIENT_ADDRESS}\n"
 
 
 def test_the_forward_of_a_guest_that_does_not_run_is_kept_for_its_next_start(daemon, guest, client, clean):
     other = forward(forward_id=2, guest_name="pf-stopped", host_port_start=2222, host_port_end=2222)
-    states, _ = run_engine(daemon, "apply", [forward(), other], {GUEST})
+    states, _ = run_engine(daemon, "apply", [forward(), other])
     assert states == {1: "present", 2: "guest_stopped"}
     saved = iptables_save(daemon)
     assert '--comment "kvmweb:1"' in saved and "kvmweb:2" not in saved
 
 
 def test_an_empty_list_closes_the_port_and_leaves_nothing_of_kvmweb(daemon, guest, client, clean):
-    run_engine(daemon, "apply", [forward()], {GUEST})
+    run_engine(daemon, "apply", [forward()])
     assert http_from(client, url()) is not None
-    assert run_engine(daemon, "apply", [], {GUEST})[0] == {}
+    assert run_engine(daemon, "apply", [])[0] == {}
     assert http_from(client, url()) is None
     assert rules_of_kvmweb(iptables_save(daemon)) == []
     # libvirt's own rules are untouched
@@ -180,14 +180,14 @@ def test_an_empty_list_closes_the_port_and_leaves_nothing_of_kvmweb(daemon, gues
 def test_the_network_hook_reapplies_when_a_network_starts(daemon, guest, client, clean):
     """libvirt re-creates its chains when a network starts; the network hook then puts kvmweb's
     rules back in front (here: rules lost meanwhile, and a second network started)."""
-    run_engine(daemon, "apply", [forward()], {GUEST})
+    run_engine(daemon, "apply", [forward()])
     assert in_daemon_namespaces(daemon, ["iptables", "-F", "KVMWEB_FORWARD"]).returncode == 0
     conn = daemon.connect()
     ip = IpConfig("10.94.0.1", 24, "ipv4", ())
     other = conn.networkDefineXML(xml.build_network_xml(name="kvpf-other", bridge="kvpf1", ips=(ip,)))
     try:
         other.create()
-        assert wait_for(lambda: run_engine(daemon, "check", [forward()], {GUEST})[0] == {1: "present"}, 5)
+        assert wait_for(lambda: run_engine(daemon, "check", [forward()])[0] == {1: "present"}, 5)
         assert http_from(client, url()) == f"PEER {CLIENT_ADDRESS}\n"
     finally:
         other.destroy()
@@ -217,7 +217,7 @@ def test_a_forward_on_every_address_leaves_the_hosts_own_localhost_alone(daemon,
     try:
         local_url = f"http://127.0.0.1:{HOST_PORT}/"
         assert wait_for(lambda: http_in_daemon(daemon, local_url, timeout=1), 10) == "LOCAL\n"
-        states, _ = run_engine(daemon, "apply", [forward()], {GUEST})
+        states, _ = run_engine(daemon, "apply", [forward()])
         assert states == {1: "present"}
         assert http_in_daemon(daemon, local_url) == "LOCAL\n"
         assert http_from(client, url()) == f"PEER {CLIENT_ADDRESS}\n"

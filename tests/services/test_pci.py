@@ -7,7 +7,7 @@ import pytest
 
 from networks.hypervisor import xml
 from networks.models import ForwardInterface, Guest, GuestInterface, Host, Network, NodeDevice
-from networks.services import pci
+from networks.services import pci, pools
 from networks.services.pci import Holder
 
 
@@ -49,7 +49,7 @@ def test_a_vf_the_pool_gave_a_guest_is_held_through_the_pool(demo_host, gpu01, p
     holder = pci.device_holders(demo_host)["0000:01:10.2"]
     assert holder == Holder("pool", gpu01.pk, "gpu01", "sriov-pool", "VF of pool sriov-pool (held by gpu01)")
     assert [address for address, held in pci.pool_vfs(pool)] == ["0000:01:10.2", "0000:01:10.4", "0000:01:10.6"]
-    assert pci.pool_guests_without_vf(pool) == []
+    assert pools.pool_state(pool).unplaced_guests == ()  # gpu01's pool NIC names its VF
 
 
 def test_a_pool_vf_with_a_connection_but_no_known_guest_is_still_held(demo_host, pool):
@@ -67,7 +67,7 @@ def test_before_any_guest_start_the_pool_vfs_are_the_pfs(pool, gpu01):
     ]
     assert pci.pool_pf(pool) == "ens1f0"
     # gpu01 runs with a NIC on the pool, but the test driver never gave it a VF
-    assert pci.pool_guests_without_vf(pool) == ["gpu01"]
+    assert pools.pool_state(pool).unplaced_guests == ("gpu01",)
 
 
 def test_free_vfs_leave_out_held_ones(demo_host, pool):

@@ -68,6 +68,15 @@ def test_a_pool_on_a_pf_another_pool_uses_is_refused_naming_that_pool(demo_host)
     assert message == "ens1f0 already backs the VF pool sriov-pool on demo: one pool per PF."
 
 
+def test_a_pool_on_a_pf_a_guest_holds_is_refused_naming_the_guest(demo_host):
+    _hold(demo_host, "build01", "0000:01:00.1")  # ens1f1, as build01's <hostdev>
+    message = _refused_create(demo_host, "pf", name="pool2", mode="hostdev", pf="ens1f1")
+    assert message == (
+        "ens1f1 (0000:01:00.1) is assigned to a guest: hostdev of build01 (not running). Its VFs cannot be handed "
+        "out while the guest holds the PF; return it first."
+    )
+
+
 def test_a_pf_that_is_not_an_interface_name_is_refused(demo_host):
     message = _refused_create(demo_host, "pf", name="pool2", mode="hostdev", pf="ens1f0'/><x")
     assert "is not a network interface name" in message
@@ -180,6 +189,16 @@ def test_moving_an_interface_onto_a_full_pool_warns(demo_host):
     mac = build01.interfaces.get().mac
     plan = interface_plan(action="update", guest=build01, values={"source": "sriov-pool"}, mac=mac)
     assert any(w.startswith("Pool sriov-pool has no free VF (0 of 4)") for w in plan.warnings)
+
+
+def test_moving_an_interface_onto_a_pool_drops_its_model(demo_host):
+    """build01's NIC on default is a virtio one; on the pool the guest drives the VF itself."""
+    build01 = _guest(demo_host, "build01")
+    mac = build01.interfaces.get().mac
+    assert build01.interfaces.get().model == "virtio"
+    plan = interface_plan(action="update", guest=build01, values={"source": "sriov-pool"}, mac=mac)
+    assert "<model" not in plan.after_xml and '<source network="sriov-pool"/>' in plan.after_xml
+    assert plan.changes["model"] == ""
 
 
 def test_a_stopped_guest_is_added_to_the_pool_by_redefinition(demo_host, admin, demo_uri):

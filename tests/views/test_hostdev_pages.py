@@ -8,7 +8,7 @@ hardware path (IOMMU, vfio-pci, VF programming) is exercised.
 import pytest
 from django.urls import reverse
 
-from networks.models import Guest, Operation
+from networks.models import Guest, Network, Operation
 from tests.conftest import run_to_end
 from tests.factories import UserFactory
 
@@ -29,23 +29,49 @@ def _options(page: str) -> list[str]:
     return [chunk.split('"', 1)[0] for chunk in select.split('<option value="')[1:]]
 
 
+@pytest.fixture
+def no_pool(demo_host):
+    """The demo host without its VF pool (sriov-pool gone from the mirror): ens1f0's VFs are
+    then free to give a guest directly. While a pool uses them, they are refused."""
+    Network.objects.filter(host=demo_host, name="sriov-pool").delete()
+
+
 def test_the_form_offers_only_free_devices(logged_in, demo_host):
     page = logged_in.get(_add_url(_guest(demo_host, "build01"))).content.decode()
-    # Free VFs (10.0 is gpu01's), then ens1f1 and the spare Realtek NIC; not the pool's PF, the
-    # GPU gpu01 holds, the host's NICs in use, its NVMe and SATA controllers.
-    assert _options(page) == ["", "0000:01:10.2", "0000:01:10.4", "0000:01:10.6", "0000:01:00.1", "0000:06:00.0"]
+    # ens1f1 and the spare Realtek NIC; not the VFs sriov-pool hands out, the pool's PF, the GPU
+    # gpu01 holds, the host's NICs in use, its NVMe and SATA controllers.
+    assert _options(page) == ["", "0000:01:00.1", "0000:06:00.0"]
+    assert "Free SR-IOV VFs" not in page and "Other free PCI devices" in page
+
+
+def test_without_the_pool_the_form_offers_its_free_vfs_first(logged_in, demo_host, no_pool):
+    page = logged_in.get(_add_url(_guest(demo_host, "build01"))).content.decode()
+    # 10.0 is gpu01's; ens1f0 itself is free once no pool uses it
+    assert _options(page) == ["", "0000:01:10.2", "0000:01:10.4", "0000:01:10.6", "0000:01:00.0", "0000:01:00.1",
+                              "0000:06:00.0"]  # fmt: skip
     assert "Free SR-IOV VFs" in page and "Other free PCI devices" in page
     assert "the persistent config (the guest is not running)" in page and "running guest only" not in page
 
 
-def test_the_form_is_prefilled_from_the_query(logged_in, demo_host):
+def test_a_vf_of_the_pool_sent_by_hand_is_refused_on_the_page(logged_in, demo_host):
+    response = logged_in.post(_add_url(_guest(demo_host, "build01")), {"pci_address": FREE_VF, "kind": "interface"})
+    assert response.status_code == 200
+    assert response.context["errors"]["pci_address"] == [
+        "0000:01:10.2 is a VF of the pool sriov-pool: the pool hands it to the next guest that starts on it, which "
+        "would then fail to start. Give the guest an interface on the network sriov-pool instead, or a VF of a PF "
+        "no pool uses."
+    ]
+    assert not Operation.objects.filter(kind__startswith="guest.").exists()
+
+
+def test_the_form_is_prefilled_from_the_query(logged_in, demo_host, no_pool):
     page = logged_in.get(_add_url(_guest(demo_host, "build01")), {"pci": FREE_VF, "kind": "interface"})
     text = page.content.decode()
     assert f'<option value="{FREE_VF}" selected>' in text
     assert '<option value="interface" selected>' in text
 
 
-def test_assigning_a_vf_previews_then_applies_with_the_previewed_mac(logged_in, demo_host):
+def test_assigning_a_vf_previews_then_applies_with_the_previewed_mac(logged_in, demo_host, no_pool):
     """Test driver: the stopped guest's config is redefined; no VF is programmed."""
     build01 = _guest(demo_host, "build01")
     form = {"pci_address": FREE_VF, "kind": "interface", "managed": "on", "vlan": "42", "scope": "config"}
@@ -62,7 +88,7 @@ def test_assigning_a_vf_previews_then_applies_with_the_previewed_mac(logged_in, 
     assert build01.interfaces.get(mac=mac).source == FREE_VF
 
 
-def test_a_vf_as_a_bare_hostdev_warns_and_links_to_the_interface_form(logged_in, demo_host):
+def test_a_vf_as_a_bare_hostdev_warns_and_links_to_the_interface_form(logged_in, demo_host, no_pool):
     build01 = _guest(demo_host, "build01")
     page = logged_in.post(_add_url(build01), {"pci_address": FREE_VF, "kind": "hostdev", "managed": "on"})
     text = page.content.decode()
@@ -78,7 +104,7 @@ def test_a_refusal_is_shown_and_nothing_is_queued(logged_in, demo_host):
     assert not Operation.objects.filter(kind__startswith="guest.").exists()
 
 
-def test_802_1qbg_sent_by_hand_is_refused_on_the_page_too(logged_in, demo_host):
+def test_802_1qbg_sent_by_hand_is_refused_on_the_page_too(logged_in, demo_host, no_pool):
     form = {"pci_address": FREE_VF, "kind": "interface", "virtualport": "802.1Qbg", "profileid": "p"}
     page = logged_in.post(_add_url(_guest(demo_host, "build01")), form).content.decode()
     assert "libvirt does not support 802.1Qbg" in page

@@ -91,14 +91,26 @@ def test_an_admin_gets_assign_links_for_free_devices_only(logged_in, demo_host):
     page = _page(logged_in, demo_host)
     build01 = Guest.objects.get(host=demo_host, name="build01")
     gpu01 = Guest.objects.get(host=demo_host, name="gpu01")
-    free = _row(page, "0000:01:10.2")
-    assert f'<a class="assign" href="/guests/{build01.pk}/hostdevs/add/?pci_address=0000:01:10.2">build01</a>' in free
+    free = _row(page, "0000:01:00.1")
+    assert f'<a class="assign" href="/guests/{build01.pk}/hostdevs/add/?pci=0000:01:00.1">build01</a>' in free
+    # free, but sriov-pool hands it out: assigning it directly is refused
+    pooled = _row(page, "0000:01:10.2")
+    assert '<span class="muted">free</span>' in pooled and "Assign to" not in pooled
     gpu = _row(page, "0000:41:00.0")
     assert "Assign to" not in gpu
     assert f'<a class="return" href="/guests/{gpu01.pk}/hostdevs/0000:41:00.0/remove/">Return…</a>' in gpu
     # held by the host: neither assignable nor returnable here
     disk = _row(page, "0000:03:00.0")
     assert "Assign to" not in disk and "Return…" not in disk
+
+
+def test_an_assign_link_opens_the_form_with_its_device_chosen(logged_in, demo_host):
+    page = _page(logged_in, demo_host)
+    build01 = Guest.objects.get(host=demo_host, name="build01")
+    link = re.search(r'<a class="assign" href="([^"]+)">build01</a>', _row(page, "0000:01:00.1")).group(1)
+    form = logged_in.get(link.replace("&amp;", "&"))
+    assert form.status_code == 200 and form.request["PATH_INFO"] == f"/guests/{build01.pk}/hostdevs/add/"
+    assert '<option value="0000:01:00.1" selected>' in form.content.decode()
 
 
 def test_a_viewer_sees_the_page_without_any_action(client, demo_host):

@@ -64,8 +64,6 @@ def managed_of(values: dict) -> bool:
 
 
 def vlan_of(values: dict) -> int | None:
-    if isinstance(values.get("vlan"), dict | list):
-        raise invalid("vlan", "Give one VLAN id, a whole number from 0 to 4095.")
     return number(values, "vlan", low=0, high=4095)
 
 
@@ -120,12 +118,15 @@ def host_device(guest: Guest, address: str) -> NodeDevice:
     return device
 
 
+def vf_addresses_of(host) -> set[str]:
+    """The PCI addresses every SR-IOV PF of `host` lists as its VFs (one query)."""
+    pfs = NodeDevice.objects.filter(host=host, capability="pci").exclude(vf_addresses=[])
+    return {address for vfs in pfs.values_list("vf_addresses", flat=True) for address in vfs or ()}
+
+
 def is_vf(device: NodeDevice) -> bool:
     """An SR-IOV virtual function: linked to its PF, or listed among a PF's VFs."""
-    if device.physical_function_id is not None:
-        return True
-    pfs = NodeDevice.objects.filter(host_id=device.host_id, capability="pci").exclude(vf_addresses=[])
-    return any(device.pci_address in pf.vf_addresses for pf in pfs)
+    return device.physical_function_id is not None or device.pci_address in vf_addresses_of(device.host_id)
 
 
 def check_free(guest: Guest, address: str) -> None:
@@ -138,6 +139,23 @@ def check_free(guest: Guest, address: str) -> None:
     if holder.guest_id == guest.pk and holder.kind != pci.POOL:
         raise invalid("pci_address", f"{guest.name} already holds {address} ({holder.detail}).")
     raise invalid("pci_address", f"{address} is already held: {holder.detail}. Return it there first.")
+
+
+def check_not_pooled(guest: Guest, address: str) -> None:
+    """Refuse a VF of a hostdev pool network, even one no guest has yet: libvirt's pool does not
+    know of a direct assignment and hands that VF to the next guest that starts on the pool,
+    which then fails to start."""
+    pool = pci.pool_members(guest.host).get(address)
+    if pool is not None:
+        raise invalid("pci_address", pooled_message(address, pool))
+
+
+def pooled_message(address: str, pool: str) -> str:
+    return (
+        f"{address} is a VF of the pool {pool}: the pool hands it to the next guest that starts on it, "
+        f"which would then fail to start. Give the guest an interface on the network {pool} instead, or "
+        "a VF of a PF no pool uses."
+    )
 
 
 def check_iommu_group(guest: Guest, address: str) -> None:
@@ -185,10 +203,12 @@ def values_of(data, allowed: tuple[str, ...]) -> dict:
 
 def assignable_devices(host) -> tuple[list[NodeDevice], list[NodeDevice]]:
     """The host's free PCI devices, as the assignment form offers them: (free SR-IOV VFs,
-    other free PCI devices). Free: no guest, pool or host use the mirror knows of. A device
+    other free PCI devices). Free: no guest, pool or host use the mirror knows of, and no VF a
+    pool may hand out. A device
     whose IOMMU group is in use is still offered; the check refuses it with the reason."""
-    holders = pci.device_holders(host)
+    taken = pci.device_holders(host).keys() | pci.pool_members(host).keys()
     devices = NodeDevice.objects.filter(host=host, capability="pci").exclude(pci_address="").order_by("pci_address")
-    free = [device for device in devices if device.pci_address not in holders and device.pci_address]
-    vfs = [device for device in free if is_vf(device)]
+    free = [device for device in devices if device.pci_address not in taken]
+    vf_addresses = vf_addresses_of(host)
+    vfs = [device for device in free if device.physical_function_id is not None or device.pci_address in vf_addresses]
     return vfs, [device for device in free if device not in vfs]

@@ -85,11 +85,13 @@ def _attach_plan(guest: Guest, values: dict, actor) -> HostdevPlan:
     if kind == INTERFACE:
         checks.check_vf(device)
     checks.check_free(guest, address)
+    checks.check_not_pooled(guest, address)
     checks.check_vfs_free(guest, device)
     checks.check_iommu_group(guest, address)
     warnings = [support_warning] if support_warning else []
     if kind == INTERFACE:
-        settings = _interface_settings(values, address, managed, actor)
+        settings, mac_notes = _interface_settings(guest, values, address, managed, actor)
+        warnings.extend(mac_notes)
     else:
         settings = HostdevSettings(HOSTDEV, address, managed)
         if checks.is_vf(device):
@@ -104,22 +106,16 @@ def _attach_plan(guest: Guest, values: dict, actor) -> HostdevPlan:
     )  # fmt: skip
 
 
-def _interface_settings(values: dict, address: str, managed: bool, actor) -> HostdevSettings:
-    mac, vlan, profileid = gather(
-        lambda: _mac(values, actor),
+def _interface_settings(
+    guest: Guest, values: dict, address: str, managed: bool, actor
+) -> tuple[HostdevSettings, tuple[str, ...]]:
+    """The VF interface's settings, and the warnings about its MAC (a typed one the fleet knows)."""
+    (mac, mac_notes), vlan, profileid = gather(
+        lambda: macs.new_mac(values, actor=actor, guest=guest),
         lambda: checks.vlan_of(values),
         lambda: checks.port_profile_of(values),
     )
-    return HostdevSettings(INTERFACE, address, managed, mac, vlan, profileid)
-
-
-def _mac(values: dict, actor) -> str:
-    """The typed MAC, normalised and free in the fleet, else a fresh one in 52:54:00."""
-    if values.get("mac") in (None, ""):
-        return macs.generate_mac()
-    mac = macs.normalise_mac(values["mac"])
-    macs.check_mac_free(mac, actor=actor)
-    return mac
+    return HostdevSettings(INTERFACE, address, managed, mac, vlan, profileid), mac_notes
 
 
 def _detach_plan(guest: Guest, address: str, values: dict) -> HostdevPlan:

@@ -99,25 +99,15 @@ def _add_plan(guest: Guest, values: dict, actor) -> InterfacePlan:
     )
     if pools.is_pool(source.network):
         model = ""  # a VF pool: the guest drives the VF itself
-    mac = _new_mac(values, actor)
+    mac, mac_notes = macs.new_mac(values, actor=actor, guest=guest)
     settings = InterfaceSettings(
         source.source_type, source.source, mac, model, source.portgroup, source.mode, link, tags, inbound, outbound
     )
     after = hv_guests.build_interface(settings)
-    warnings = source.warnings + pool_warnings + macs.mac_notes(mac, actor=actor, guest=guest)
+    warnings = source.warnings + pool_warnings + mac_notes
     effect = HOTPLUG if scope != InterfaceScope.CONFIG else CONFIG_ONLY
     summary = f"Add {model or 'VF'} interface {mac} on {_source_text(settings)} to {guest.name} ({scope})"
     return InterfacePlan(ADD, guest, mac, scope, "", after, effect, summary, warnings=warnings)
-
-
-def _new_mac(values: dict, actor) -> str:
-    """A typed MAC is refused only when a guest holds it (or an operation is adding it to one):
-    what else the fleet knows of it becomes a warning. A generated one avoids all of that."""
-    if not checks.text(values, "mac"):
-        return macs.generate_mac()
-    mac = macs.normalise_mac(values["mac"])
-    macs.check_mac_free(mac, actor=actor)
-    return mac
 
 
 def _current(guest: Guest, mac: str) -> tuple[InterfaceSettings, str]:
@@ -172,6 +162,8 @@ def _wanted(values: dict, guest: Guest, scope: str, current: InterfaceSettings, 
             source = replace(source, network=guest.host.networks.filter(name=current.source).first())
     if tags != current.vlan_tags or moving:
         checks.check_vlan_support(tags, source, current, current_xml)
+    if pools.is_pool(source.network):
+        model = ""  # a VF pool (as add): the guest drives the VF itself, with no emulated model
     wanted = InterfaceSettings(
         source.source_type, source.source, current.mac, model, source.portgroup, source.mode, link, tags, inbound,
         outbound,
