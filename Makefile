@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 export PORT ?= 8000
 export KVMWEB_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test fuzz system-packages system-packages-test venv lint check worker clean
+.PHONY: run test fuzz bench system-packages system-packages-test venv lint check worker clean
 
 run: system-packages venv
 	scripts/run-dashboard.sh
@@ -20,6 +20,21 @@ KVMWEB_FUZZ_EXAMPLES ?= 300
 fuzz: system-packages-test venv
 	KVMWEB_FUZZ_EXAMPLES=$(KVMWEB_FUZZ_EXAMPLES) DJANGO_SETTINGS_MODULE=tests.settings \
 		$(VENV)/bin/python -m pytest -m fuzz tests/api/test_fuzz.py tests/services/test_hostile_input.py tests/hypervisor/test_xml_properties.py
+
+# Every bench/bench_*.py that needs neither root nor a real libvirtd (a benchmark that does says
+# so with a line "# bench: needs root"); BENCH_ALL=1 runs them all, as root. Each prints its
+# figures as ratios to a floor measured in the same run. KVMWEB_BENCH_POSTGRES (a server URL,
+# e.g. postgres://postgres:secret@127.0.0.1:5432/postgres) adds PostgreSQL runs where a
+# benchmark has them, in databases of their own that they drop afterwards.
+export KVMWEB_BENCH_POSTGRES ?=
+bench: system-packages-test venv
+	@for file in bench/bench_*.py; do \
+		if [ -z "$(BENCH_ALL)" ] && grep -q '^# bench: needs root' "$$file"; then \
+			echo "== $$file: skipped (needs root and a real libvirtd: make bench BENCH_ALL=1)"; continue; \
+		fi; \
+		echo "== $$file"; \
+		$(VENV)/bin/python "$$file" || exit 1; \
+	done
 
 system-packages:
 	scripts/system-packages.sh run

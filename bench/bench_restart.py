@@ -28,6 +28,7 @@ s). So the guest-side restarts run without host-side pings and probe the guests 
 fixed settling time.
 """
 
+# bench: needs root
 from __future__ import annotations
 
 import argparse

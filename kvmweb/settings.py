@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_filters",
+    "django_tables2",
     "django_htmx",
     "axes",
     "networks",
@@ -292,6 +293,12 @@ KVMWEB_HOST_WORKER_URI = env_str("KVMWEB_HOST_WORKER_URI", "") or "qemu:///syste
 # How often the host worker checks its host's forward rules (and re-applies them when a
 # guest's address or network changed since they were applied).
 KVMWEB_FORWARD_CHECK_SECONDS = env_int("KVMWEB_FORWARD_CHECK_SECONDS", 60, minimum=1)
+# Event watchers (networks/services/watch.py, `manage.py watchhosts`, and inside each host
+# worker): net-update changes emit no libvirt event, so every XML_DIGEST seconds a watcher
+# compares each network's live XML with the mirror; a lost host is retried after 1, 2, 4 …
+# seconds, at most WATCH_RETRY_MAX apart.
+KVMWEB_XML_DIGEST_SECONDS = env_int("KVMWEB_XML_DIGEST_SECONDS", 15, minimum=1)
+KVMWEB_WATCH_RETRY_MAX_SECONDS = env_int("KVMWEB_WATCH_RETRY_MAX_SECONDS", 30, minimum=1)
 
 
 def env_dirs(name: str, default: str) -> list[str]:

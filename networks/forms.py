@@ -2,7 +2,6 @@
 
 from django import forms
 
-from networks.choices import ForwardMode, OperationStatus
 from networks.models import Host
 
 
@@ -18,45 +17,6 @@ class ConfirmForm(forms.Form):
 
 class AutostartForm(ConfirmForm):
     enabled = forms.BooleanField(required=False)
-
-
-class HostScopedFilterForm(forms.Form):
-    """A filter form whose host choice lists only the hosts the user may see (`hosts`)."""
-
-    def __init__(self, *args, hosts, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["host"].queryset = hosts
-
-
-class NetworkFilterForm(HostScopedFilterForm):
-    host = forms.ModelChoiceField(queryset=Host.objects.all(), required=False, empty_label="All hosts")
-    mode = forms.ChoiceField(choices=[("all", "All modes"), *ForwardMode.choices], required=False)
-    state = forms.ChoiceField(
-        choices=[("", "Any state"), ("active", "Active"), ("inactive", "Inactive")], required=False
-    )
-    q = forms.CharField(required=False, label="Search")
-
-
-class OperationFilterForm(HostScopedFilterForm):
-    host = forms.ModelChoiceField(queryset=Host.objects.all(), required=False, empty_label="All hosts")
-    status = forms.ChoiceField(choices=[("", "Any status"), *OperationStatus.choices], required=False)
-
-
-class AuditFilterForm(forms.Form):
-    """Filters of the audit log. `host` is a host name, so removed hosts' events stay findable."""
-
-    action = forms.CharField(required=False, max_length=100, help_text="Prefix, e.g. network.start")
-    actor = forms.CharField(required=False, max_length=150)
-    host = forms.ChoiceField(required=False)
-    source = forms.ChoiceField(
-        choices=[("", "Any source"), ("web", "Web"), ("api", "API"), ("task", "Task"), ("system", "System")],
-        required=False,
-    )
-    q = forms.CharField(required=False, max_length=200, label="Search")
-
-    def __init__(self, *args, host_names=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["host"].choices = [("", "All hosts"), *((name, name) for name in sorted(host_names))]
 
 
 # The fields each net-update section takes, in the order the edit form shows them.

@@ -59,21 +59,39 @@ class MirrorCollector:
 
     def _hosts(self):
         now = timezone.now()
-        up = GaugeMetricFamily("kvmweb_host_up", "1 if the host answered its last sync, else 0", labels=["host"])
+        up = GaugeMetricFamily(
+            "kvmweb_host_up", "1 if the host answered its last sync or its event watcher, else 0", labels=["host"]
+        )
         age = GaugeMetricFamily(
             "kvmweb_host_sync_age_seconds", "Seconds since the host's last successful sync", labels=["host"]
         )
         worker = GaugeMetricFamily(
             "kvmweb_host_worker_age_seconds", "Seconds since the host's own worker was last seen", labels=["host"]
         )
+        watcher = GaugeMetricFamily(
+            "kvmweb_host_watcher_age_seconds",
+            "Seconds since the host's event watcher last confirmed it follows the host",
+            labels=["host"],
+        )
+        lag = GaugeMetricFamily(
+            "kvmweb_host_event_lag_seconds",
+            "Event-watcher lag: seconds from the host's last libvirt event to the mirror written",
+            labels=["host"],
+        )
         rows = self._scope(Host.objects, "pk").order_by("name")
-        for name, status, synced, seen in rows.values_list("name", "status", "last_sync_at", "worker_seen_at"):
+        for name, status, synced, seen, watched, lag_seconds in rows.values_list(
+            "name", "status", "last_sync_at", "worker_seen_at", "watched_at", "event_lag_seconds"
+        ):
             up.add_metric([name], 1 if status == HostStatus.REACHABLE else 0)
             if synced:
                 age.add_metric([name], (now - synced).total_seconds())
             if seen:
                 worker.add_metric([name], (now - seen).total_seconds())
-        yield from (up, age, worker)
+            if watched:
+                watcher.add_metric([name], (now - watched).total_seconds())
+            if lag_seconds is not None:
+                lag.add_metric([name], lag_seconds)
+        yield from (up, age, worker, watcher, lag)
 
     def _dhcp_pools(self):
         labels = ["host", "network"]

@@ -12,13 +12,11 @@ from networks.models import (
     AuditEvent,
     DhcpLease,
     DhcpReservation,
-    DnsRecord,
     Guest,
     GuestInterface,
     Host,
     Network,
     NetworkIp,
-    NodeDevice,
     Operation,
 )
 from networks.services.netupdate.common import HOSTNAME_MAX, HOSTNAME_RE
@@ -51,7 +49,8 @@ def network_list(*, host_id=None, mode=None, state=None, search=None) -> QuerySe
 
 
 def network_detail_queryset() -> QuerySet[Network]:
-    ips = NetworkIp.objects.prefetch_related("dhcp_ranges", "dhcp_reservations")
+    """The network's page (its reservations are a paginated table of their own)."""
+    ips = NetworkIp.objects.prefetch_related("dhcp_ranges")
     return Network.objects.select_related("host").prefetch_related(
         Prefetch("ips", queryset=ips),
         "dns_records",
@@ -155,15 +154,6 @@ def _interface_row(guest: Guest, iface: GuestInterface, leases: dict, reservatio
     return InterfaceRow(iface, own_leases, reservation, reserve_ip, reserve_name)
 
 
-def node_device_list(*, host_id=None) -> QuerySet[NodeDevice]:
-    devices = NodeDevice.objects.select_related("host", "physical_function").annotate(
-        vf_count=Count("virtual_functions")
-    )
-    if host_id:
-        devices = devices.filter(host_id=host_id)
-    return devices.order_by("host__name", "capability", "pci_address", "name")
-
-
 def operation_list(*, host_id=None, status=None, network_id=None) -> QuerySet[Operation]:
     operations = Operation.objects.select_related("host", "network")
     if host_id:
@@ -204,66 +194,15 @@ class LeaseRow:
 
 def lease_rows(network: Network) -> list[LeaseRow]:
     """Current leases, each with the reservation of its MAC, flagging guests still on an old address."""
-    reserved = {r.mac: r.address for r in network.dhcp_reservations.all() if r.mac}
+    leases = list(network.dhcp_leases.all())
+    macs = {lease.mac for lease in leases if lease.mac}
+    # Only the reservations of leased MACs: a network may hold thousands of reservations
+    reserved = dict(network.dhcp_reservations.filter(mac__in=macs).values_list("mac", "address")) if macs else {}
     rows = []
-    for lease in network.dhcp_leases.all():
+    for lease in leases:
         wanted = reserved.get(lease.mac, "")
         rows.append(LeaseRow(lease, wanted, bool(wanted) and wanted != lease.address))
     return rows
-
-
-@dataclass(frozen=True)
-class IpamResults:
-    query: str
-    reservations: list
-    leases: list
-    interfaces: list
-    dns_records: list
-    subnets: list
-
-    @property
-    def empty(self) -> bool:
-        return not any((self.reservations, self.leases, self.interfaces, self.dns_records, self.subnets))
-
-
-def ipam_search(query: str, limit: int = 200, host_ids: set[int] | None = None) -> IpamResults:
-    """Where a MAC, IP or name is used across the fleet (or the hosts `host_ids`): reservations,
-    leases, NICs, DNS, subnets."""
-    query = query.strip()
-    mac = query.lower().replace("-", ":")
-    reservations = DhcpReservation.objects.select_related("network__host").filter(
-        Q(mac__icontains=mac) | Q(address__icontains=query) | Q(name__icontains=query) | Q(host_id__icontains=query)
-    )
-    leases = DhcpLease.objects.select_related("network__host").filter(
-        Q(mac__icontains=mac) | Q(address__icontains=query) | Q(hostname__icontains=query)
-    )
-    interfaces = GuestInterface.objects.select_related("guest__host", "network").filter(mac__icontains=mac)
-    dns = DnsRecord.objects.select_related("network__host").filter(Q(name__icontains=query) | Q(value__icontains=query))
-    if host_ids is not None:
-        reservations, leases, dns = (rows.filter(network__host__in=host_ids) for rows in (reservations, leases, dns))
-        interfaces = interfaces.filter(guest__host__in=host_ids)
-    subnets = [ip for ip in _subnets_containing(query) if host_ids is None or ip.network.host_id in host_ids]
-    return IpamResults(
-        query,
-        list(reservations[:limit]),
-        list(leases[:limit]),
-        list(interfaces[:limit]),
-        list(dns[:limit]),
-        subnets,
-    )
-
-
-def _subnets_containing(query: str) -> list:
-    try:
-        address = ipaddress.ip_address(query)
-    except ValueError:
-        return []
-    return [
-        ip
-        for ip in NetworkIp.objects.select_related("network__host")
-        if ip.family == f"ipv{address.version}"
-        and address in ipaddress.ip_interface(f"{ip.address}/{ip.prefix}").network
-    ]
 
 
 def section_entry_values(network: Network, section: str, command: str, key: str) -> dict:

@@ -59,6 +59,7 @@ def _recover_at_start(**_kwargs) -> None:
 def _host_worker_heartbeat(**_kwargs) -> None:
     # Only a worker started by scripts/host-worker.sh on a hypervisor names its host.
     if settings.KVMWEB_HOST_WORKER:
-        from networks.services.hostworker import host_worker_heartbeat_start
+        from networks.services.hostworker import host_worker_heartbeat_start, host_worker_watcher_start
 
         host_worker_heartbeat_start(host_name=settings.KVMWEB_HOST_WORKER)
+        host_worker_watcher_start(host_name=settings.KVMWEB_HOST_WORKER)

@@ -69,6 +69,7 @@ urlpatterns = [
     path("operations/<int:pk>/progress/", operations.operation_progress, name="operation_progress"),
     path("operations/<int:pk>/cancel/", operations.operation_cancel_view, name="operation_cancel"),
     path("addresses/", ipam.ipam, name="ipam"),
+    path("search/", ipam.global_search, name="search"),
     path("users/", users.user_list, name="user_list"),
     path("users/role/", users.user_role_set, name="user_role_set"),
     path("account/tokens/", accounts.token_list, name="token_list"),

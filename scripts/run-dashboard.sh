@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start kvmweb for one machine: a private Redis, a Celery worker and beat, and the web server.
+# Start kvmweb for one machine: a private Redis, a Celery worker and beat, the event watchers
+# (manage.py watchhosts) and the web server.
 # Honours PORT (8000), KVMWEB_DATA_DIR (./var), KVMWEB_BIND (127.0.0.1) and, to use your own
 # services, DATABASE_URL and CELERY_BROKER_URL. Ctrl-C stops everything it started.
 set -euo pipefail
@@ -42,6 +43,11 @@ $PY manage.py bootstrap
 pids+=($!)
 .venv/bin/celery -A kvmweb beat --loglevel INFO --schedule "$KVMWEB_DATA_DIR/celerybeat-schedule" \
     >"$KVMWEB_DATA_DIR/beat.log" 2>&1 &
+pids+=($!)
+# Event watchers: the mirror follows each host's libvirt events within seconds (hosts with a
+# host worker of their own are watched there; test-driver hosts such as the demo are left out:
+# their state lives in the worker process).
+$PY manage.py watchhosts >"$KVMWEB_DATA_DIR/watchhosts.log" 2>&1 &
 pids+=($!)
 .venv/bin/gunicorn kvmweb.wsgi --bind "$BIND:$PORT" --workers 2 --access-logfile - \
     >"$KVMWEB_DATA_DIR/web.log" 2>&1 &

@@ -155,12 +155,13 @@ def celery_worker_process(transactional_db, redis_socket, tmp_path):
 
 @pytest.fixture
 def start_celery_worker(transactional_db, tmp_path):
-    """Factory: start_celery_worker(broker_url, name="worker", **env) starts a real worker on the
-    test database (or DATABASE_URL=... in env) with extra environment; each stopped by its PID
-    at the end. Returns (process, log path)."""
+    """Factory: start_celery_worker(broker_url, name="worker", queues="", **env) starts a real
+    worker on the test database (or DATABASE_URL=... in env) with extra environment, consuming
+    `queues` (comma-separated; default: the default queue); each stopped by its PID at the end.
+    Returns (process, log path)."""
     started = []
 
-    def start(broker_url: str, name: str = "worker", **extra_env: str):
+    def start(broker_url: str, name: str = "worker", queues: str = "", **extra_env: str):
         log_path = tmp_path / f"{name}.log"
         env = {
             **os.environ,
@@ -176,7 +177,8 @@ def start_celery_worker(transactional_db, tmp_path):
         log = log_path.open("w")
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "kvmweb", "worker", "--pool", "threads", "--concurrency", "2",
-             "--without-mingle", "--without-gossip", "--loglevel", "INFO", "--hostname", f"{name}@%h"],
+             "--without-mingle", "--without-gossip", "--loglevel", "INFO", "--hostname", f"{name}@%h",
+             *(["--queues", queues] if queues else [])],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         started.append((process, log))

@@ -25,7 +25,7 @@ from networks.services.operations import OperationRejected
 from networks.services.permissions import scoped
 
 from . import serializers as s
-from .pagination import BoundedLimitOffsetPagination
+from .pagination import BoundedLimitOffsetPagination, NewestFirstCursorPagination
 from .schema import ErrorDocumentingAutoSchema
 
 API = AuditSource.API
@@ -63,6 +63,7 @@ class HostViewSet(
 ):
     serializer_class = s.HostSerializer
     queryset = selectors.host_list()
+    filterset_class = filtersets.HostFilterSet
     host_field = "pk"
 
     @extend_schema(responses={201: s.HostCreatedSerializer})
@@ -92,9 +93,13 @@ class NetworkViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModelMixi
 
     def get_queryset(self):
         if self.action == "list":
-            networks = Network.objects.select_related("host").order_by("host__name", "name")
+            networks = (
+                Network.objects.select_related("host").defer("live_xml", "inactive_xml").order_by("host__name", "name")
+            )
         else:
-            networks = selectors.network_detail_queryset().prefetch_related("dhcp_reservations")
+            networks = selectors.network_detail_queryset().prefetch_related(
+                "dhcp_reservations", "ips__dhcp_reservations"
+            )
         return scoped(networks, self.request.user)
 
     def get_serializer_class(self):
@@ -186,12 +191,14 @@ class OperationViewSet(HostScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.OperationSerializer
     queryset = Operation.objects.all()
     filterset_class = filtersets.OperationFilterSet
+    pagination_class = NewestFirstCursorPagination
 
 
 class AuditEventViewSet(HostScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.AuditEventSerializer
     queryset = AuditEvent.objects.all()
     filterset_class = filtersets.AuditEventFilterSet
+    pagination_class = NewestFirstCursorPagination
 
 
 class _JsonErrorsOnly(BaseContentNegotiation):

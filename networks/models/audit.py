@@ -51,6 +51,8 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The list's keyset pagination walks this index newest first
+        indexes = [models.Index(fields=["created_at", "id"], name="audit_created_id")]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action} {self.object_name}"

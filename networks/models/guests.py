@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models.functions import Lower
 from django.urls import reverse
 
 from networks.choices import GuestState
@@ -18,6 +19,11 @@ class Guest(models.Model):
     class Meta:
         ordering = ["host__name", "name"]
         constraints = [models.UniqueConstraint(fields=["host", "name"], name="guest_unique_name_per_host")]
+        # The global search: names from their start in any case, UUIDs exactly
+        indexes = [
+            models.Index(Lower("name"), name="guest_name_lower"),
+            models.Index(fields=["uuid"], name="guest_uuid"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name}@{self.host.name}"

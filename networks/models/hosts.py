@@ -29,6 +29,12 @@ class Host(models.Model):
     # Written by the host worker (the one consuming `queue`, on the hypervisor) when it starts
     # and while it runs: port forwards need it, since only it can reach the host's firewall.
     worker_seen_at = models.DateTimeField(null=True, blank=True)
+    # Written by the host's event watcher (networks.services.watch): when it last confirmed it
+    # follows the host (at connect and at each XML check), when it last mirrored an event, and
+    # how long that took from the event's arrival to the mirror written
+    watched_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    event_lag_seconds = models.FloatField(null=True, blank=True)
     # "nftables" or "iptables": how the host's libvirt writes its firewall rules, as the host
     # worker detected it; empty until a host worker reported
     firewall_backend = models.CharField(max_length=20, blank=True)

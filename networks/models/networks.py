@@ -1,4 +1,7 @@
+import ipaddress
+
 from django.db import models
+from django.db.models.functions import Lower
 from django.urls import reverse
 
 from networks.choices import AddressFamily, DnsRecordKind, ForwardInterfaceKind, ForwardMode
@@ -29,6 +32,12 @@ class Network(models.Model):
     class Meta:
         ordering = ["host__name", "name"]
         constraints = [models.UniqueConstraint(fields=["host", "name"], name="network_unique_name_per_host")]
+        # The global search: names from their start in any case, UUIDs exactly
+        indexes = [
+            models.Index(Lower("name"), name="network_name_lower"),
+            models.Index(fields=["uuid"], name="network_uuid"),
+            models.Index(fields=["bridge"], name="network_bridge"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name}@{self.host.name}"
@@ -51,13 +60,36 @@ class NetworkIp(models.Model):
     address = models.GenericIPAddressField()
     prefix = models.PositiveSmallIntegerField()
     family = models.CharField(max_length=4, choices=AddressFamily.choices)
+    # The subnet's first and last address as 32 hex digits (IPv4 and IPv6 alike), so that "which
+    # subnets contain this address" is an index range in SQL on every database. Set with
+    # `bounds_of` wherever rows are written; empty on a row written without it.
+    subnet_start = models.CharField(max_length=32, blank=True, editable=False)
+    subnet_end = models.CharField(max_length=32, blank=True, editable=False)
 
     class Meta:
         ordering = ["network", "position"]
         constraints = [models.UniqueConstraint(fields=["network", "position"], name="ip_unique_position")]
+        indexes = [models.Index(fields=["family", "subnet_start", "subnet_end"], name="ip_subnet_bounds")]
 
     def __str__(self) -> str:
         return f"{self.address}/{self.prefix}"
+
+    @staticmethod
+    def bounds_of(address: str, prefix: int) -> dict[str, str]:
+        """`subnet_start` and `subnet_end` of the subnet `address/prefix` (empty if it is not one)."""
+        try:
+            subnet = ipaddress.ip_interface(f"{address}/{prefix}").network
+        except ValueError:
+            return {"subnet_start": "", "subnet_end": ""}
+        return {
+            "subnet_start": address_key(subnet.network_address),
+            "subnet_end": address_key(subnet.broadcast_address),
+        }
+
+
+def address_key(address) -> str:
+    """An address as 32 hex digits: ordered as the addresses are, within one family."""
+    return f"{int(ipaddress.ip_address(address)):032x}"
 
 
 class DhcpRange(models.Model):
@@ -66,12 +98,26 @@ class DhcpRange(models.Model):
     ip = models.ForeignKey(NetworkIp, on_delete=models.CASCADE, related_name="dhcp_ranges")
     start = models.GenericIPAddressField()
     end = models.GenericIPAddressField()
+    # Addresses from start to end (capped at 2**63 - 1 for huge IPv6 ranges), set with `size_of`
+    # where rows are written, so that pool usage is a sum in SQL; null on a row written without it.
+    size = models.PositiveBigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["ip", "start"]
 
     def __str__(self) -> str:
         return f"{self.start} - {self.end}"
+
+    @staticmethod
+    def size_of(start: str, end: str) -> int:
+        """Addresses from start to end inclusive; 0 for a reversed or mixed-family range."""
+        try:
+            first, last = ipaddress.ip_address(start), ipaddress.ip_address(end)
+        except ValueError:
+            return 0
+        if first.version != last.version or last < first:
+            return 0
+        return min(int(last) - int(first) + 1, 2**63 - 1)
 
 
 class DhcpReservation(models.Model):
@@ -91,6 +137,14 @@ class DhcpReservation(models.Model):
             models.UniqueConstraint(
                 fields=["network", "mac"], condition=~models.Q(mac=""), name="reservation_unique_mac"
             ),
+        ]
+        # The fleet-wide searches (Addresses, global search): MACs (stored lower case) and
+        # addresses exactly or MACs from their start, names from their start in any case
+        indexes = [
+            models.Index(fields=["mac"], name="reservation_mac"),
+            models.Index(fields=["address"], name="reservation_address"),
+            models.Index(fields=["host_id"], name="reservation_host_id"),
+            models.Index(Lower("name"), name="reservation_name_lower"),
         ]
 
     def __str__(self) -> str:
@@ -112,6 +166,10 @@ class DnsRecord(models.Model):
 
     class Meta:
         ordering = ["network", "kind", "name"]
+        indexes = [
+            models.Index(Lower("name"), name="dns_record_name_lower"),
+            models.Index(fields=["value"], name="dns_record_value"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name} {self.value}"
@@ -165,6 +223,11 @@ class DhcpLease(models.Model):
 
     class Meta:
         ordering = ["network", "address"]
+        indexes = [
+            models.Index(fields=["mac"], name="lease_mac"),
+            models.Index(fields=["address"], name="lease_address"),
+            models.Index(Lower("hostname"), name="lease_hostname_lower"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.mac} {self.address}"

@@ -50,7 +50,11 @@ class Operation(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["lock_key", "status"], name="operation_lock_status")]
+        indexes = [
+            models.Index(fields=["lock_key", "status"], name="operation_lock_status"),
+            # The list's keyset pagination walks this index newest first
+            models.Index(fields=["created_at", "id"], name="operation_created_id"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.get_kind_display()} on {self.target_name or self.host_name}"

@@ -3,17 +3,18 @@
 Only it can reach the host's firewall and libvirt hooks, so port forwards need it. It says it
 is alive by writing `Host.worker_seen_at` (and the firewall backend it found) when it starts
 and every KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS; the forward pages call a host whose worker
-stayed silent for three beats "host worker absent" (networks.services.forwards). The same
+stayed silent for three beats "host worker absent" (networks.services.forwards). A second
 thread checks the host's forwards every KVMWEB_FORWARD_CHECK_SECONDS (and at its start), so
 their states stay current and a changed guest address is re-applied
-(forwards.host_forwards_periodic_check).
+(forwards.host_forwards_periodic_check); it is a thread of its own because a check may wait on
+libvirt or on the rules lock, and the beats must go on meanwhile. The worker also runs its host's event watcher
+(host_worker_watcher_start), so the mirror follows the host's changes within seconds.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -50,23 +51,42 @@ def host_worker_beat(*, host_name: str, firewall_backend: str) -> bool:
 
 
 def host_worker_heartbeat_start(*, host_name: str) -> threading.Event:
-    """Beat now and then every KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS, in a daemon thread that
-    ends with the worker process (or when the returned event is set)."""
+    """Beat now and then every KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS, and check the host's
+    forwards now and then every KVMWEB_FORWARD_CHECK_SECONDS, in two daemon threads that end
+    with the worker process (or when the returned event is set)."""
     stop = threading.Event()
-    threading.Thread(
-        target=_beat_forever, args=(host_name, stop), name="kvmweb-host-worker-heartbeat", daemon=True
-    ).start()
+    for target, name in ((_beat_forever, "heartbeat"), (_check_forever, "forward-check")):
+        threading.Thread(target=target, args=(host_name, stop), name=f"kvmweb-host-worker-{name}", daemon=True).start()
+    return stop
+
+
+def host_worker_watcher_start(*, host_name: str) -> threading.Event | None:
+    """Follow the host's libvirt events from inside its host worker (networks.services.watch),
+    over the worker's own connection to the local daemon, in a daemon thread that ends with the
+    worker process (or when the returned event is set). `manage.py watchhosts` leaves a host
+    whose worker beats alone. None if there is no such host."""
+    from networks.services.watch import watcher_start
+
+    host = Host.objects.filter(name=host_name).only("pk").first()
+    if host is None:
+        logger.warning("host worker: no host named %s to watch", host_name)
+        return None
+    stop = threading.Event()
+    watcher_start(host.pk, stop=stop)
     return stop
 
 
 def _beat_forever(host_name: str, stop: threading.Event) -> None:
-    next_check = time.monotonic()
     while True:
         _beat_once(host_name)
-        if time.monotonic() >= next_check:
-            _check_forwards_once(host_name)
-            next_check = time.monotonic() + settings.KVMWEB_FORWARD_CHECK_SECONDS
         if stop.wait(settings.KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS):
+            return
+
+
+def _check_forever(host_name: str, stop: threading.Event) -> None:
+    while True:
+        _check_forwards_once(host_name)
+        if stop.wait(settings.KVMWEB_FORWARD_CHECK_SECONDS):
             return
 
 

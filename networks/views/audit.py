@@ -2,57 +2,53 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_safe
 
-from networks import selectors
-from networks.forms import AuditFilterForm
+from networks.filtersets import AuditEventFilterSet
 from networks.middleware import printable
-from networks.models import AuditEvent
+from networks.models import AuditEvent, Host
 from networks.services.audit import EXPORT_FORMATS, audit_export
 from networks.services.drift import xml_diff
+from networks.tables import AuditTable
 
 from .access import visible
-from .common import paginate
+from .lists import filtered, keyset_table
+
+LIST_DEFERRED = ("before_xml", "after_xml", "detail", "chain_hash")
 
 
 def _host_names(request) -> list[str]:
-    """Every host name the user's events mention, removed hosts included."""
-    names = visible(request, AuditEvent.objects.exclude(host_name="")).values_list("host_name", flat=True)
-    return list(names.order_by().distinct())
-
-
-def _filtered(request, filters: dict):
-    events = selectors.audit_list(
-        action=filters.get("action") or None,
-        actor=filters.get("actor") or None,
-        host_name=filters.get("host") or None,
-        source=filters.get("source") or None,
-        search=filters.get("q") or None,
-    )
-    return visible(request, events)
+    """The names the host filter proposes: the user's hosts (a removed host's name can be typed)."""
+    return list(visible(request, Host.objects.order_by("name"), "pk").values_list("name", flat=True))
 
 
 def audit_list(request):
-    form = AuditFilterForm(request.GET or None, host_names=_host_names(request))
-    # The list shows the form's errors and every event; the export refuses instead.
-    events = _filtered(request, form.cleaned_data if form.is_valid() else {})
+    """Newest first, a keyset page at a time (no COUNT over the table, no OFFSET)."""
+    filterset = filtered(request, AuditEventFilterSet, visible(request, AuditEvent.objects.defer(*LIST_DEFERRED)))
+    table = keyset_table(request, AuditTable, filterset.qs)
     export_query = request.GET.copy()
-    export_query.pop("page", None)
-    context = {"form": form, "page": paginate(request, events), "export_query": export_query.urlencode()}
+    for name in ("older", "newer", "per_page"):
+        export_query.pop(name, None)
+    context = {
+        "form": filterset.form,
+        "table": table,
+        "host_names": _host_names(request),
+        "export_query": export_query.urlencode(),
+    }
     return render(request, "networks/audit_list.html", context)
 
 
 @require_safe
 def audit_export_view(request, export_format: str):
     """The list's events (same filters) as a download, streamed: any number of events."""
-    form = AuditFilterForm(request.GET or None, host_names=_host_names(request))
-    if form.is_bound and not form.is_valid():
+    # Every filter of the API's list (host by id, operation too), so a link from the page works
+    filterset = AuditEventFilterSet(request.GET or None, queryset=visible(request, AuditEvent.objects), request=request)
+    if filterset.is_bound and not filterset.form.is_valid():
         # An export must hold exactly what was asked for: a filter it cannot read is an error.
-        errors = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in form.errors.items())
+        errors = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in filterset.form.errors.items())
         return HttpResponse(
             f"Invalid filter: {printable(errors)}", status=400, content_type="text/plain; charset=utf-8"
         )
     response = StreamingHttpResponse(
-        audit_export(_filtered(request, form.cleaned_data if form.is_bound else {}), export_format),
-        content_type=EXPORT_FORMATS[export_format],
+        audit_export(filterset.qs, export_format), content_type=EXPORT_FORMATS[export_format]
     )
     response["Content-Disposition"] = f'attachment; filename="kvmweb-audit.{export_format}"'
     return response

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from django.core.paginator import Paginator
-
 from networks.choices import AuditSource
 
-PAGE_SIZE = 50
 ID_MAX = 2**31 - 1  # past every row id, and within every database's integer
 SEARCH_MAX = 200
-
-
-def paginate(request, queryset, per_page: int = PAGE_SIZE):
-    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
 
 
 def id_param(request, name: str) -> int | None:

@@ -1,19 +1,35 @@
+"""The fleet overview: a fixed number of queries whatever the fleet's size (networks/overview.py)."""
+
+import re
+
+from django.http import HttpResponseBadRequest
 from django.shortcuts import render
 
-from networks import selectors
-from networks.models import Guest, Network
+from networks import overview
+from networks.models import AuditEvent, Guest
+from networks.services.permissions import visible_host_ids
 
 from .access import visible
 
 
 def dashboard(request):
-    networks = visible(request, Network.objects)
+    page_number = request.GET.get("hosts_page", "1")
+    # ASCII digits only: "²".isdigit() is true, and int() refuses it
+    if not re.fullmatch(r"[0-9]{1,9}", page_number):
+        return HttpResponseBadRequest("hosts_page must be a page number.", content_type="text/plain; charset=utf-8")
+    host_ids = visible_host_ids(request.user)
+    failed_count, failed = overview.failed_operations(host_ids)
     context = {
-        "hosts": visible(request, selectors.host_list(), "pk"),
-        "network_count": networks.count(),
-        "active_network_count": networks.filter(active=True).count(),
+        "host_states": overview.host_state_counts(host_ids),
+        "hosts_page": overview.hosts_page(host_ids, int(page_number)),
+        "networks": overview.network_counts(host_ids),
         "guest_count": visible(request, Guest.objects).count(),
-        "recent_operations": visible(request, selectors.operation_list())[:10],
-        "drifted_networks": visible(request, selectors.network_list()).filter(drifted=True)[:10],
+        "pools": overview.fullest_pools(host_ids),
+        "pool_warn_percent": round(100 * overview.POOL_WARN),
+        "failed_count": failed_count,
+        "failed_operations": failed,
+        "vf_pools": overview.vf_pools(host_ids),
+        "recent_events": overview.recent_audit(visible(request, AuditEvent.objects)),
+        "drifted_networks": overview.drifted_networks(host_ids),
     }
     return render(request, "networks/dashboard.html", context)

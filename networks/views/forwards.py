@@ -5,13 +5,16 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from networks.filtersets import PortForwardFilterSet
 from networks.forms import ConfirmForm
 from networks.forward_forms import PortForwardForm, initial_of
-from networks.models import Guest, Host, PortForward
+from networks.models import Host, PortForward
 from networks.services import forwards as forward_services
+from networks.tables import PortForwardTable
 
 from .access import may, require, visible, visible_object
-from .common import WEB, id_param, paginate
+from .common import WEB, id_param
+from .lists import filtered, table_page
 
 
 def _forwards():
@@ -20,19 +23,14 @@ def _forwards():
 
 def port_forward_list(request):
     """Every forward of the user's hosts; `?host=` and `?guest=` narrow it."""
-    forwards = visible(request, _forwards())
-    host_id, guest_id = id_param(request, "host"), id_param(request, "guest")
-    if host_id:
-        forwards = forwards.filter(host_id=host_id)
-    if guest_id:
-        forwards = forwards.filter(guest_id=guest_id)
+    filterset = filtered(request, PortForwardFilterSet, visible(request, _forwards().defer("guest__xml")))
+    filterset.form.is_valid()  # unbound without a query string; else the values it could read
+    filters = getattr(filterset.form, "cleaned_data", {})
     context = {
-        "page": paginate(request, forwards),
-        "hosts": visible(request, Host.objects, "pk"),
-        "host": visible(request, Host.objects, "pk").filter(pk=host_id).first() if host_id else None,
-        "guest": visible(request, Guest.objects.select_related("host")).filter(pk=guest_id).first()
-        if guest_id
-        else None,
+        "table": table_page(request, PortForwardTable(filterset.qs)),
+        "form": filterset.form,
+        "host": filters.get("host"),
+        "guest": filters.get("guest"),
     }
     return render(request, "networks/port_forward_list.html", context)
 

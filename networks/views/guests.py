@@ -1,19 +1,20 @@
 from django.shortcuts import render
 
 from networks import selectors
-from networks.models import Host
+from networks.filtersets import GuestFilterSet, NodeDeviceFilterSet
+from networks.models import Guest, NodeDevice
 from networks.services import pools
+from networks.tables import DeviceTable, GuestTable
 
 from .access import may, visible, visible_object
-from .common import id_param, paginate, search_param
+from .lists import filtered, table_page
 
 
 def guest_list(request):
-    search = search_param(request)
-    guests = visible(request, selectors.guest_list(host_id=id_param(request, "host"), search=search or None))
-    hosts = visible(request, Host.objects, "pk")
-    context = {"page": paginate(request, guests), "hosts": hosts, "q": search}
-    return render(request, "networks/guest_list.html", context)
+    guests = visible(request, Guest.objects.select_related("host").defer("xml").order_by("host__name", "name"))
+    filterset = filtered(request, GuestFilterSet, guests)
+    table = table_page(request, GuestTable(filterset.qs))
+    return render(request, "networks/guest_list.html", {"table": table, "form": filterset.form})
 
 
 def guest_detail(request, pk):
@@ -28,6 +29,12 @@ def guest_detail(request, pk):
 
 
 def device_list(request):
-    devices = visible(request, selectors.node_device_list(host_id=id_param(request, "host")))
-    context = {"page": paginate(request, devices, per_page=100), "hosts": visible(request, Host.objects, "pk")}
-    return render(request, "networks/device_list.html", context)
+    devices = visible(
+        request,
+        NodeDevice.objects.select_related("host", "physical_function")
+        .defer("xml", "physical_function__xml")
+        .order_by("host__name", "capability", "pci_address", "name"),
+    )
+    filterset = filtered(request, NodeDeviceFilterSet, devices)
+    table = table_page(request, DeviceTable(filterset.qs))
+    return render(request, "networks/device_list.html", {"table": table, "form": filterset.form})

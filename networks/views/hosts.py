@@ -4,17 +4,23 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from networks import selectors
+from networks.filtersets import HostFilterSet
 from networks.forms import HostForm
 from networks.models import Host
 from networks.services import forwards as forward_services
 from networks.services import hosts as host_services
+from networks.tables import HostTable
 
 from .access import may, require, visible, visible_object
 from .common import WEB
+from .lists import filtered, table_page
 
 
 def host_list(request):
-    return render(request, "networks/host_list.html", {"hosts": visible(request, selectors.host_list(), "pk")})
+    hosts = visible(request, Host.objects.order_by("name"), "pk")
+    filterset = filtered(request, HostFilterSet, hosts)
+    table = table_page(request, HostTable(filterset.qs))
+    return render(request, "networks/host_list.html", {"table": table, "form": filterset.form})
 
 
 def host_detail(request, pk):

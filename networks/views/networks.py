@@ -1,10 +1,12 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from networks import selectors
-from networks.forms import AutostartForm, ConfirmForm, NetworkFilterForm
+from networks.filtersets import NetworkFilterSet
+from networks.forms import AutostartForm, ConfirmForm
 from networks.models import Host, Network
 from networks.services import create as create_services
 from networks.services import networks as network_services
@@ -12,33 +14,34 @@ from networks.services import pools, xmledit
 from networks.services import restart as restart_services
 from networks.services.drift import xml_diff
 from networks.services.operations import OperationRejected
+from networks.tables import NetworkTable, ReservationTable
 
 from .access import may, require, visible, visible_object
-from .common import WEB, paginate
+from .common import WEB
+from .lists import filtered, table_page
 
 
 def network_list(request):
-    form = NetworkFilterForm(request.GET or None, hosts=visible(request, Host.objects, "pk"))
-    filters = form.cleaned_data if form.is_valid() else {}
-    host = filters.get("host")
     networks = visible(
         request,
-        selectors.network_list(
-            host_id=host.pk if host else None,
-            mode=filters.get("mode") or None,
-            state=filters.get("state") or None,
-            search=filters.get("q") or None,
-        ),
+        Network.objects.select_related("host").defer("live_xml", "inactive_xml").order_by("host__name", "name"),
     )
-    return render(request, "networks/network_list.html", {"form": form, "page": paginate(request, networks)})
+    filterset = filtered(request, NetworkFilterSet, networks)
+    table = table_page(request, NetworkTable(filterset.qs))
+    return render(request, "networks/network_list.html", {"table": table, "form": filterset.form})
 
 
 def network_detail(request, pk):
     network = visible_object(request, selectors.network_detail_queryset(), pk)
+    allowed = may(request, network.host)
+    edit_url = reverse("networks:network_edit", args=[network.pk, "ip-dhcp-host"])
+    reservations = ReservationTable(
+        selectors.network_reservations(network), edit_url=edit_url if "network.update.ip-dhcp-host" in allowed else ""
+    )
     context = {
         "network": network,
-        "may": may(request, network.host),
-        "reservations": selectors.network_reservations(network),
+        "may": allowed,
+        "reservations": table_page(request, reservations),
         "config_warnings": selectors.network_config_warnings(network),
         "leases": selectors.lease_rows(network),
         "drift_diff": xml_diff(network.inactive_xml, network.live_xml, "persistent", "running")

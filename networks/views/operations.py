@@ -2,24 +2,25 @@ from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from networks import selectors
-from networks.forms import OperationFilterForm
-from networks.models import Host, Operation
+from networks.filtersets import OperationFilterSet
+from networks.models import Operation
 from networks.services.operations import OperationRejected, operation_cancel
 from networks.services.permissions import can, operation_action
+from networks.tables import OperationTable
 
 from .access import visible, visible_object
-from .common import WEB, paginate
+from .common import WEB
+from .lists import filtered, keyset_table
+
+LIST_DEFERRED = ("params", "result", "log", "error", "checkpoint", "message")
 
 
 def operation_list(request):
-    form = OperationFilterForm(request.GET or None, hosts=visible(request, Host.objects, "pk"))
-    filters = form.cleaned_data if form.is_valid() else {}
-    host = filters.get("host")
-    operations = visible(
-        request, selectors.operation_list(host_id=host.pk if host else None, status=filters.get("status") or None)
-    )
-    return render(request, "networks/operation_list.html", {"form": form, "page": paginate(request, operations)})
+    """Newest first, a keyset page at a time (no COUNT over the table, no OFFSET)."""
+    operations = visible(request, Operation.objects.defer(*LIST_DEFERRED))
+    filterset = filtered(request, OperationFilterSet, operations)
+    table = keyset_table(request, OperationTable, filterset.qs)
+    return render(request, "networks/operation_list.html", {"table": table, "form": filterset.form})
 
 
 def operation_detail(request, pk):

@@ -89,3 +89,15 @@ def test_a_user_scoped_to_some_hosts_sees_only_those(demo_host, capsys):
     text = _client_for(scoped, capsys).get("/metrics").content.decode()
     assert 'host="elsewhere"' in text
     assert 'host="demo"' not in text
+
+
+def test_event_watcher_age_and_lag(demo_host, admin, capsys):
+    HostFactory(name="unwatched")
+    Host.objects.filter(pk=demo_host.pk).update(
+        watched_at=timezone.now() - timedelta(seconds=20), event_lag_seconds=0.25
+    )
+    samples = _samples(_client_for(admin, capsys).get("/metrics"))
+    assert 20 <= samples[("kvmweb_host_watcher_age_seconds", (("host", "demo"),))] < 80
+    assert samples[("kvmweb_host_event_lag_seconds", (("host", "demo"),))] == 0.25
+    assert ("kvmweb_host_watcher_age_seconds", (("host", "unwatched"),)) not in samples
+    assert ("kvmweb_host_event_lag_seconds", (("host", "unwatched"),)) not in samples

@@ -107,3 +107,22 @@ def test_a_failing_check_is_logged_and_does_not_stop_the_heartbeat(db, monkeypat
     monkeypatch.setattr(forwards, "host_forwards_periodic_check", broken)
     assert hostworker._check_forwards_once("kvm1") is None
     assert "checking the port forwards of kvm1 failed" in caplog.text
+
+
+def test_a_slow_forward_check_does_not_hold_up_the_beats(transactional_db, settings, monkeypatch):
+    """A check waiting on libvirt or the rules lock (here: until the test ends) must not make
+    the host read "host worker absent"."""
+    import threading
+
+    settings.KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS = 1
+    monkeypatch.setattr(hostworker, "_detect_backend", lambda: "iptables")
+    released = threading.Event()
+    monkeypatch.setattr(forwards, "host_forwards_periodic_check", lambda host: released.wait(30))
+    HostFactory(name="kvm1", queue="kvm1")
+    stop = hostworker.host_worker_heartbeat_start(host_name="kvm1")
+    try:
+        first = _wait_for_beat(None)
+        assert _wait_for_beat(first) > first, "the beats stopped while a check was running"
+    finally:
+        released.set()
+        stop.set()

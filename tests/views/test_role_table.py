@@ -30,7 +30,8 @@ READ_ONLY_PAGES = {
     "networks:dashboard", "networks:host_list", "networks:host_detail", "networks:network_list",
     "networks:network_detail", "networks:network_reservations_csv", "networks:guest_list", "networks:guest_detail",
     "networks:device_list", "networks:operation_list", "networks:operation_detail", "networks:operation_progress",
-    "networks:ipam", "networks:audit_list", "networks:audit_detail", "networks:audit_export", "networks:user_list",
+    "networks:ipam", "networks:search", "networks:audit_list", "networks:audit_detail", "networks:audit_export",
+    "networks:user_list",
     "networks:port_forward_list", "networks:port_forward_detail",
     "networks:host_passthrough",
 }  # fmt: skip

@@ -1,0 +1,198 @@
+"""The event watcher on the test driver: objects changed behind kvmweb's back reach the mirror
+without a sync. The watcher shares the demo host's connection, as a host worker does."""
+
+import threading
+import time
+from datetime import timedelta
+
+import libvirt
+import pytest
+from django.utils import timezone
+
+from networks.choices import AuditSource, HostStatus, OperationKind, OperationStatus
+from networks.hypervisor import client, events
+from networks.models import DhcpReservation, Guest, Host, Network, Operation
+from networks.services import watch
+from tests.factories import HostFactory
+
+LAB_XML = (
+    "<network><name>lab</name><bridge name='virbr19' stp='off'/>"
+    "<ip address='10.19.0.1' netmask='255.255.255.0'><dhcp>"
+    "<range start='10.19.0.10' end='10.19.0.99'/><host mac='52:54:00:19:00:01' ip='10.19.0.5' name='box'/>"
+    "</dhcp></ip></network>"
+)
+
+
+def _syncs_run(host) -> int:
+    return Operation.objects.filter(host=host, kind=OperationKind.HOST_SYNC, status=OperationStatus.SUCCEEDED).count()
+
+
+@pytest.fixture
+def watcher(demo_host):
+    watcher = watch.HostWatcher(demo_host.pk)
+    assert watcher.connect()
+    yield watcher
+    watcher.close()
+
+
+def test_a_network_defined_behind_kvmwebs_back_is_mirrored_without_a_sync(demo_host, demo_uri, watcher):
+    syncs = _syncs_run(demo_host)
+    client.connect(demo_uri).networkDefineXML(LAB_XML)
+    assert watcher.process(timeout=5) == 1
+    lab = Network.objects.get(host=demo_host, name="lab")
+    assert lab.bridge == "virbr19" and not lab.active
+    assert list(lab.dhcp_reservations.values_list("mac", "address", "name")) == [
+        ("52:54:00:19:00:01", "10.19.0.5", "box")
+    ]
+    assert _syncs_run(demo_host) == syncs, "no sync ran"
+
+
+def test_an_undefined_network_leaves_the_mirror_and_a_burst_is_handled_once(demo_host, demo_uri, watcher):
+    isolated = client.connect(demo_uri).networkLookupByName("isolated")
+    isolated.destroy()
+    isolated.undefine()  # two events within the debounce window: one re-read
+    assert watcher.process(timeout=5) == 1
+    assert not Network.objects.filter(host=demo_host, name="isolated").exists()
+    assert Network.objects.filter(host=demo_host, name="default").exists()
+
+
+def test_a_guest_destroyed_shows_shut_off(demo_host, demo_uri, watcher):
+    assert Guest.objects.get(host=demo_host, name="web01").state == "running"
+    client.connect(demo_uri).lookupByName("web01").destroy()
+    assert watcher.process(timeout=5) == 1
+    web01 = Guest.objects.get(host=demo_host, name="web01")
+    assert web01.state == "shutoff"
+    assert [i.network.name for i in web01.interfaces.all()] == ["default", "isolated"], "interfaces kept their links"
+
+
+def test_the_xml_check_picks_up_a_reservation_added_with_net_update(demo_host, demo_uri, watcher):
+    client.connect(demo_uri).networkLookupByName("default").update(
+        libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+        libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+        -1,
+        "<host mac='52:54:00:77:00:01' ip='192.168.122.77' name='sneaky'/>",
+        libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+    )
+    assert watcher.process(timeout=0.5) == 0, "libvirt sends no event for a net-update"
+    assert watcher.check_xml() == ["default"]
+    added = DhcpReservation.objects.get(network__host=demo_host, mac="52:54:00:77:00:01")
+    assert (added.address, added.name, added.network.name) == ("192.168.122.77", "sneaky", "default")
+    assert watcher.check_xml() == [], "unchanged networks are not mirrored again"
+
+
+def test_a_lost_connection_marks_the_host_unreachable_and_a_reconnect_reconciles(demo_host, watcher):
+    watcher.events.put(events.ConnectionClosed(reason="the daemon closed the connection"))
+    watcher.process(timeout=1)
+    host = Host.objects.get(pk=demo_host.pk)
+    assert host.status == HostStatus.UNREACHABLE
+    assert host.last_error == "Connection lost: the daemon closed the connection"
+    Operation.objects.filter(kind=OperationKind.HOST_SYNC).exclude(status=OperationStatus.SUCCEEDED).delete()
+
+    assert watcher.connect()
+    host.refresh_from_db()
+    assert (host.status, host.last_error) == (HostStatus.REACHABLE, "")
+    reconciliation = Operation.objects.get(host=host, kind=OperationKind.HOST_SYNC, status=OperationStatus.QUEUED)
+    assert reconciliation.source == AuditSource.SYSTEM and "watcher" in reconciliation.message
+
+
+def test_an_unreachable_host_is_marked_with_the_error(db, tmp_path, settings):
+    settings.KVMWEB_URI_PATHS_ALLOWED = [str(tmp_path)]
+    host = HostFactory(name="gone", uri=f"qemu:///system?socket={tmp_path}/nothing")
+    assert not watch.HostWatcher(host.pk).connect()
+    host.refresh_from_db()
+    assert host.status == HostStatus.UNREACHABLE
+    assert host.last_error.startswith("Event watcher cannot connect: Cannot connect to")
+
+
+def test_watchhosts_leaves_out_hosts_with_their_own_worker_and_test_driver_hosts(db):
+    HostFactory(name="far", uri="qemu+ssh://root@kvm1.example/system")
+    HostFactory(name="own", uri="qemu+ssh://root@kvm2.example/system", worker_seen_at=timezone.now())
+    HostFactory(
+        name="silent", uri="qemu+ssh://root@kvm3.example/system", worker_seen_at=timezone.now() - timedelta(hours=1)
+    )
+    HostFactory(name="demo", uri="test:///default")
+    assert [h.name for h in watch.hosts_to_watch()] == ["far", "silent"]
+    assert [h.name for h in watch.hosts_to_watch(["own"])] == ["own"]
+
+
+@pytest.fixture
+def _not_enqueued(transactional_db, monkeypatch):
+    """Committed rows, so the watcher's thread sees them; no broker: the syncs stay queued."""
+    from networks.services import operations
+
+    monkeypatch.setattr(operations, "enqueue", lambda operation: None)
+
+
+def test_the_running_watcher_follows_the_host_by_itself(_not_enqueued, demo_host, demo_uri):
+    stop = threading.Event()
+    thread, _watcher = watch.watcher_start(demo_host.pk, stop=stop, digest_seconds=1)
+    try:
+        _wait(lambda: Host.objects.get(pk=demo_host.pk).watched_at is not None)
+        conn = client.connect(demo_uri)
+        conn.networkDefineXML(LAB_XML)
+        _wait(lambda: Network.objects.filter(host=demo_host, name="lab").exists())
+        conn.networkLookupByName("routed").update(
+            libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+            libvirt.VIR_NETWORK_SECTION_DNS_HOST,
+            -1,
+            "<host ip='10.20.0.50'><hostname>printer</hostname></host>",
+            libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+        )
+        _wait(
+            lambda: Network.objects.get(host=demo_host, name="routed").dns_records.filter(value="10.20.0.50").exists()
+        )
+        host = Host.objects.get(pk=demo_host.pk)
+        assert host.last_event_at is not None and 0 <= host.event_lag_seconds < 5
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def _wait(predicate, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("not within the time allowed")
+
+
+def test_a_connection_this_process_closed_is_reopened_without_marking_the_host(demo_host, watcher):
+    watcher.events.put(events.ConnectionClosed(reason="closed by this process", local=True))
+    watcher.process(timeout=1)
+    assert watcher.conn is None
+    assert Host.objects.get(pk=demo_host.pk).status == HostStatus.REACHABLE
+
+
+def test_a_node_device_event_reads_the_devices_again_and_keeps_the_vfs_linked(demo_host, watcher):
+    before = sorted(demo_host.node_devices.values_list("name", flat=True))
+    watcher.events.put(events.NodeDeviceEvent(name="pci_0000_01_10_0", event="created"))
+    assert watcher.process(timeout=1) == 1
+    assert sorted(demo_host.node_devices.values_list("name", flat=True)) == before
+    pf = demo_host.node_devices.get(pci_address="0000:01:00.0")
+    assert pf.virtual_functions.count() == 4
+
+
+def test_the_xml_check_also_removes_a_network_whose_events_were_missed(demo_host, demo_uri, watcher):
+    watcher.subscription.cancel()  # as if the events were lost
+    isolated = client.connect(demo_uri).networkLookupByName("isolated")
+    isolated.destroy()
+    isolated.undefine()
+    assert watcher.process(timeout=0.5) == 0
+    assert watcher.check_xml() == ["isolated"]
+    assert not Network.objects.filter(host=demo_host, name="isolated").exists()
+
+
+def test_a_deleted_host_ends_its_watcher(demo_host):
+    watcher = watch.HostWatcher(demo_host.pk)
+    Host.objects.filter(pk=demo_host.pk).delete()
+    assert not watcher.connect()
+    assert watcher.stop.is_set()
+
+
+def test_watchhosts_refuses_an_unknown_host_name(db):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="No host named nope"):
+        call_command("watchhosts", "--host", "nope")
