@@ -60,19 +60,16 @@ def host_worker_heartbeat_start(*, host_name: str) -> threading.Event:
     return stop
 
 
-def host_worker_watcher_start(*, host_name: str) -> threading.Event | None:
+def host_worker_watcher_start(*, host_name: str) -> threading.Event:
     """Follow the host's libvirt events from inside its host worker (networks.services.watch),
     over the worker's own connection to the local daemon, in a daemon thread that ends with the
     worker process (or when the returned event is set). `manage.py watchhosts` leaves a host
-    whose worker beats alone. None if there is no such host."""
+    whose worker beats alone, so the thread starts whatever the database says now: a host not
+    there yet (or a database briefly away) is looked up by name again, with backoff."""
     from networks.services.watch import watcher_start
 
-    host = Host.objects.filter(name=host_name).only("pk").first()
-    if host is None:
-        logger.warning("host worker: no host named %s to watch", host_name)
-        return None
     stop = threading.Event()
-    watcher_start(host.pk, stop=stop)
+    watcher_start(stop=stop, host_name=host_name)
     return stop
 
 

@@ -10,9 +10,15 @@ What counts as unchanged: a network whose live and persistent XML, active/autost
 flags and DHCP leases are what the mirror holds; a guest whose XML, state and guest-agent
 addresses are; a node device whose parsed values are. Everything the mirror stores about an
 object is derived from those, so an object that compares equal needs no write. A row's
-`synced_at` is therefore the time it last changed; `Host.last_sync_at` says when the host was
-last found to match. `mirror_host(..., full=True)` rewrites every row (after an upgrade that
-derives a stored value differently, for instance).
+`synced_at` is therefore the time it last changed (or the event watcher last read it, below);
+`Host.last_sync_at` says when the host was last found to match. `mirror_host(..., full=True)`
+rewrites every row (after an upgrade that derives a stored value differently, for instance).
+
+The event watcher (services.watch) writes single objects while a sync may be reading the whole
+host. Both writers lock the host row (`lock_host`) for their write, so they take turns; and a
+sync is given the time its read began (`read_at`): a row written after that (its `synced_at`,
+which the watcher stamps with the time of its own read, is newer) holds fresher data than the
+sync's read, and that sync neither updates nor deletes it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from django.db import transaction
 from django.db.models import Q
@@ -65,31 +71,42 @@ def host_sync_run(operation: Operation, progress: Progress) -> Outcome:
     try:
         conn = host_connection(host)
         progress.step(30, "Reading networks, guests and devices")
+        read_at = timezone.now()  # rows written after this hold newer data than this read
         found = snapshot.read_host(conn)
     except HypervisorError as error:  # unreachable, refused URI, authentication refused...
         # Shown on the hosts page: libvirt's first line only, never the file it quotes.
         Host.objects.filter(pk=host.pk).update(status=HostStatus.UNREACHABLE, last_error=brief_message(str(error)))
         raise
     progress.step(70, "Updating the mirror")
-    counts = mirror_host(host, found)
+    counts = mirror_host(host, found, read_at=read_at)
     for warning in found.warnings:
         progress.log(f"warning: {warning}")
     return Outcome(result=counts)
 
 
-def mirror_host(host: Host, found: HostRead | HostInventory, *, full: bool = False) -> dict:
+def lock_host(host_id: int) -> None:
+    """Take the host row's lock until the end of the transaction: the sync and the event
+    watcher write a host's mirror one at a time."""
+    Host.objects.select_for_update().only("pk").get(pk=host_id)
+
+
+def mirror_host(host: Host, found: HostRead | HostInventory, *, full: bool = False, read_at=None) -> dict:
     """Make the rows of `host` match what was read; objects gone from the host are removed.
-    Only what differs from the mirror is written (everything with `full`)."""
+    Only what differs from the mirror is written (everything with `full`). With `read_at`
+    (when the read began), rows written since (by the event watcher) are left as they are."""
     if isinstance(found, HostInventory):
         found = HostRead.of(found)
-    now = timezone.now()
     with transaction.atomic():
+        lock_host(host.pk)
+        now = timezone.now()
         _mirror_facts(host, found, now)
-        networks = _NetworkWriter(host, now, full)
+        networks = _NetworkWriter(host, now, full, fresh_after=read_at)
         networks.write(found.networks, whole_host=True)
-        guests = _GuestWriter(host, now, full, networks.ids, created_networks=networks.created_names)
+        guests = _GuestWriter(
+            host, now, full, networks.ids, created_networks=networks.created_names, fresh_after=read_at
+        )
         guests.write(found.guests, whole_host=True)
-        devices = _mirror_devices(host, found.devices)
+        devices = mirror_devices(host, found.devices)
     return {
         "networks": len(found.networks),
         "guests": len(found.guests),
@@ -145,12 +162,16 @@ _LEASE_FIELDS = ("mac", "address", "prefix", "hostname", "client_id", "expires_a
 class _NetworkWriter:
     """The networks of one host (or the few named), loaded once, then written as a set."""
 
-    def __init__(self, host: Host, now, full: bool, names: list[str] | None = None):
+    def __init__(self, host: Host, now, full: bool, names: list[str] | None = None, fresh_after=None):
         self.host, self.now, self.full = host, now, full
         rows = Network.objects.filter(host=host)
         if names is not None:
             rows = rows.filter(name__in=names)
-        self.stored = {row[1]: row for row in rows.values_list("pk", "name", *_NETWORK_STATE)}
+        self.stored, self.fresh = {}, set()
+        for *row, synced_at in rows.values_list("pk", "name", *_NETWORK_STATE, "synced_at"):
+            self.stored[row[1]] = row
+            if fresh_after and synced_at and synced_at > fresh_after:
+                self.fresh.add(row[1])  # written after the read began: newer than what was read
         self.ids = {name: row[0] for name, row in self.stored.items()}
         leases = DhcpLease.objects.filter(network__in=rows.values("pk")).values_list("network_id", *_LEASE_FIELDS)
         self.stored_leases: dict[int, list] = defaultdict(list)
@@ -167,6 +188,8 @@ class _NetworkWriter:
             if row is None:
                 new.append(read)
                 continue
+            if read.name in self.fresh:
+                continue
             if self.full or tuple(row[2:]) != tuple(getattr(read, name) for name in _NETWORK_STATE):
                 changed.append(read)
             stored_leases = sorted(self.stored_leases.get(row[0], ()), key=repr)
@@ -174,10 +197,11 @@ class _NetworkWriter:
                 leases_changed.append(read)
         if whole_host:
             found_names = {read.name for read in found}
-            gone = [row[0] for name, row in self.stored.items() if name not in found_names]
+            kept = found_names | self.fresh
+            gone = [row[0] for name, row in self.stored.items() if name not in kept]
             if gone:
                 Network.objects.filter(pk__in=gone).delete()  # cascades to every child row
-                self.ids = {name: pk for name, pk in self.ids.items() if name in found_names}
+                self.ids = {name: pk for name, pk in self.ids.items() if name in kept}
         created = Network.objects.bulk_create(self._network_row(read) for read in new)
         updated = [self._network_row(read, pk=self.ids[read.name]) for read in changed]
         if updated:
@@ -298,16 +322,18 @@ class _GuestWriter:
 
     def __init__(
         self, host: Host, now, full: bool, network_ids: dict[str, int],
-        created_networks: set[str] = frozenset(), names: list[str] | None = None,
+        created_networks: set[str] = frozenset(), names: list[str] | None = None, fresh_after=None,
     ):  # fmt: skip
         self.host, self.now, self.full = host, now, full
         self.network_ids, self.created_networks = network_ids, created_networks
         rows = Guest.objects.filter(host=host)
         if names is not None:
             rows = rows.filter(name__in=names)
-        self.stored = {
-            name: (pk, xml, state) for pk, name, xml, state in rows.values_list("pk", "name", "xml", "state")
-        }
+        self.stored, self.fresh = {}, set()
+        for pk, name, xml, state, synced_at in rows.values_list("pk", "name", "xml", "state", "synced_at"):
+            self.stored[name] = (pk, xml, state)
+            if fresh_after and synced_at and synced_at > fresh_after:
+                self.fresh.add(name)  # written after the read began: newer than what was read
         self.written = 0
         if full:
             return
@@ -333,8 +359,13 @@ class _GuestWriter:
             return True
         if self.stored_agent.get(pk, {}) != read.agent_addresses:
             return True
-        # A network created by this sync: guests whose XML names it link to it now.
-        return any(f"network={quoteattr(name)}" in xml or f'network="{name}"' in xml for name in self.created_networks)
+        # A network created by this sync: guests whose XML names it link to it now, whatever the
+        # interface's type (a hostdev or direct NIC from a pool network too). libvirt quotes
+        # attributes with ' (and escapes a ' inside as &apos;); XML written elsewhere may use ".
+        return any(
+            f"network='{escape(name, {chr(39): '&apos;'})}'" in xml or f"network={quoteattr(name)}" in xml
+            for name in self.created_networks
+        )
 
     def write(self, found, whole_host: bool) -> None:
         new, rewritten, state_only = [], [], []
@@ -342,13 +373,15 @@ class _GuestWriter:
             stored = self.stored.get(read.name)
             if stored is None:
                 new.append(read)
+            elif read.name in self.fresh:
+                continue
             elif self._needs_rewrite(read, stored[0], stored[1]):
                 rewritten.append((stored[0], read))
             elif stored[2] != read.state:
                 state_only.append(Guest(pk=stored[0], state=read.state, synced_at=self.now))
         if whole_host:
             found_names = {read.name for read in found}
-            gone = [row[0] for name, row in self.stored.items() if name not in found_names]
+            gone = [row[0] for name, row in self.stored.items() if name not in found_names | self.fresh]
             if gone:
                 Guest.objects.filter(pk__in=gone).delete()
         # A state change alone (started, paused, stopped): one UPDATE per state reached, far
@@ -423,7 +456,7 @@ _DEVICE_FIELDS = (
 )  # fmt: skip
 
 
-def _mirror_devices(host: Host, devices: tuple[NodeDeviceInfo, ...]) -> int:
+def mirror_devices(host: Host, devices: tuple[NodeDeviceInfo, ...]) -> int:
     """Node devices as read, and each SR-IOV VF linked to its PF (by the PF's PCI address).
     Returns how many rows were written."""
     stored = {device.name: device for device in NodeDevice.objects.filter(host=host)}

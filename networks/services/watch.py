@@ -7,8 +7,9 @@ that no longer exists on the host leaves the mirror. Bursts are coalesced: event
 same object arriving within DEBOUNCE_SECONDS are handled once.
 
 libvirt emits no event for a net-update (a reservation added with `virsh net-update`), so
-every KVMWEB_XML_DIGEST_SECONDS the watcher also reads each network's live XML (one cheap
-call per network) and compares its digest with that of the mirrored XML; only networks whose
+every KVMWEB_XML_DIGEST_SECONDS the watcher also reads each network's live XML, and the
+persistent XML of a persistent network (`net-update --config` changes only that): a few cheap
+calls per network. It compares their digest with that of the mirrored XML; only networks whose
 XML changed are read fully and mirrored again. The digests live in the watcher's memory
 only: the mirror's row is read again just when a digest differs.
 
@@ -34,17 +35,18 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from networks.choices import AuditSource, HostStatus
 from networks.hypervisor import events, inventory
 from networks.hypervisor.client import libvirt_errors
 from networks.hypervisor.errors import HostUnreachable, HypervisorError, NotFound, brief_message
-from networks.models import GuestInterface, Host, Network, NodeDevice
+from networks.models import GuestInterface, Host, Network
 
 from .connections import host_connection
 from .operations import host_sync_request
-from .sync import mirror_guest, mirror_network
+from .sync import lock_host, mirror_devices, mirror_guest, mirror_network
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,9 @@ DEBOUNCE_SECONDS = 0.2
 RETRY_FIRST_SECONDS = 1.0
 
 
-def xml_digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def xml_digest(live: str, inactive: str) -> str:
+    """One digest of a network's live and persistent XML (a transient network's are the same)."""
+    return hashlib.sha256(f"{live}\0{inactive}".encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- mirroring one object by name
@@ -61,15 +64,24 @@ def xml_digest(text: str) -> str:
 
 def mirror_network_by_name(host: Host, conn, name: str) -> bool:
     """Read network `name` from the host and mirror it; remove it from the mirror when the host
-    has no such network. True if the network exists on the host."""
+    has no such network. True if the network exists on the host.
+
+    The write holds the host's lock (as a sync's does) and stamps the row's `synced_at` with
+    the time of this read, also when the row was found unchanged: a sync whose read began
+    earlier leaves the row alone."""
+    read_at = timezone.now()
     try:
         with libvirt_errors():
             info = inventory.read_network(conn.networkLookupByName(name))
     except NotFound:
-        host.networks.filter(name=name).delete()
+        with transaction.atomic():
+            lock_host(host.pk)
+            host.networks.filter(name=name).delete()
         return False
     with transaction.atomic():
-        network = mirror_network(host, info, timezone.now())
+        lock_host(host.pk)
+        network = mirror_network(host, info, read_at)
+        Network.objects.filter(pk=network.pk, synced_at__lt=read_at).update(synced_at=read_at)
         # Interfaces of guests mirrored while the network was unknown point at it by name.
         GuestInterface.objects.filter(guest__host=host, network__isnull=True, type="network", source=name).update(
             network=network
@@ -79,47 +91,36 @@ def mirror_network_by_name(host: Host, conn, name: str) -> bool:
 
 def mirror_guest_by_name(host: Host, conn, name: str) -> bool:
     """Read guest `name` from the host and mirror it with its interfaces; remove it from the
-    mirror when the host has no such domain. True if the guest exists on the host."""
+    mirror when the host has no such domain. True if the guest exists on the host. (Locked and
+    stamped as mirror_network_by_name.)"""
+    read_at = timezone.now()
     try:
         with libvirt_errors():
             dom = conn.lookupByName(name)
             warnings: list[str] = []
             info = inventory.GuestAgentReader(conn, warnings).completed(dom, inventory.read_guest(dom))
     except NotFound:
-        host.guests.filter(name=name).delete()
+        with transaction.atomic():
+            lock_host(host.pk)
+            host.guests.filter(name=name).delete()
         return False
-    networks = {network.name: network for network in Network.objects.filter(host=host).only("pk", "name")}
     with transaction.atomic():
-        mirror_guest(host, info, networks, timezone.now())
+        lock_host(host.pk)
+        networks = {network.name: network for network in Network.objects.filter(host=host).only("pk", "name")}
+        mirror_guest(host, info, networks, read_at)
     return True
 
 
 def mirror_node_devices(host: Host, conn) -> int:
-    """Read the host's node devices again and replace the mirrored ones (they are few, and a VF
-    appearing changes its PF's row too). Returns how many there are."""
+    """Read the host's node devices again and mirror them as a sync does: rows updated in
+    place, VFs linked to their PF. Returns how many there are."""
     warnings: list[str] = []
     with libvirt_errors():
         devices = inventory.read_devices(conn, warnings)
     with transaction.atomic():
-        host.node_devices.all().delete()
-        created = NodeDevice.objects.bulk_create(NodeDevice(host=host, **_device_values(dev)) for dev in devices)
-        by_address = {device.pci_address: device for device in created if device.pci_address}
-        pf_of = {info.name: info.pf_address for info in devices if info.pf_address}
-        linked = []
-        for device in created:
-            pf = by_address.get(pf_of.get(device.name, ""))
-            if pf is not None:
-                device.physical_function = pf
-                linked.append(device)
-        NodeDevice.objects.bulk_update(linked, ["physical_function"])
+        lock_host(host.pk)
+        mirror_devices(host, devices)
     return len(devices)
-
-
-def _device_values(info) -> dict:
-    values = vars(info).copy()
-    values.pop("pf_address")
-    values["vf_addresses"] = list(info.vf_addresses)
-    return values
 
 
 # ---------------------------------------------------------------- the watcher
@@ -131,14 +132,16 @@ class HostWatcher:
 
     def __init__(
         self,
-        host_id: int,
+        host_id: int | None = None,
         *,
+        host_name: str | None = None,
         stop: threading.Event | None = None,
         digest_seconds: float | None = None,
         retry_max_seconds: float | None = None,
         debounce_seconds: float = DEBOUNCE_SECONDS,
     ):
         self.host_id = host_id
+        self.host_name = host_name  # without host_id: the host is looked up by name at each connect until found
         self.stop = stop or threading.Event()
         self.digest_seconds = digest_seconds if digest_seconds is not None else settings.KVMWEB_XML_DIGEST_SECONDS
         self.retry_max = retry_max_seconds if retry_max_seconds is not None else settings.KVMWEB_WATCH_RETRY_MAX_SECONDS
@@ -154,7 +157,14 @@ class HostWatcher:
 
     def connect(self) -> bool:
         """Open (or reuse) the host's connection, subscribe, mark the host reachable and request
-        a reconciliation sync. False (host marked unreachable) if the host cannot be reached."""
+        a reconciliation sync. False (host marked unreachable) if the host cannot be reached,
+        or while a watcher given a host name finds no such host (it is looked up again)."""
+        if self.host_id is None:
+            found = Host.objects.filter(name=self.host_name).only("pk").first()
+            if found is None:
+                logger.warning("event watcher: no host named %s yet", self.host_name)
+                return False
+            self.host_id = found.pk
         self.host = Host.objects.filter(pk=self.host_id).first()
         if self.host is None:
             self.stop.set()  # the host was deleted: nothing left to watch
@@ -164,8 +174,12 @@ class HostWatcher:
             self.subscription = events.subscribe(conn, self.events.put, keepalive=self._keepalive())
             self.digests = self._mirrored_digests()
         except HypervisorError as error:
+            self.close()
             self._mark_unreachable(f"Event watcher cannot connect: {error}")
             return False
+        except BaseException:  # the database away: no subscription left behind, run() retries
+            self.close()
+            raise
         self.conn = conn
         self.connects += 1
         Host.objects.filter(pk=self.host_id).update(
@@ -280,21 +294,22 @@ class HostWatcher:
         if self.conn is None:
             return []
         changed = []
+        listed_at = timezone.now()  # a row written after the listing may be missing from it
         try:
             with libvirt_errors():
                 on_host = {net.name(): net for net in self.conn.listAllNetworks()}
-                live = {name: net.XMLDesc(0) for name, net in on_host.items()}
+                live = {name: self._both_xml(net) for name, net in on_host.items()}
         except NotFound:  # one vanished between the listing and its read: its event follows
             return []
         except HostUnreachable as error:
             self.lost(str(error))
             return []
-        for name, text in live.items():
-            if self.digests.get(name) == xml_digest(text):
+        for name, texts in live.items():
+            if self.digests.get(name) == xml_digest(*texts):
                 continue
-            mirrored = Network.objects.filter(host_id=self.host_id, name=name).values_list("live_xml", flat=True)
-            if list(mirrored) == [text]:  # someone else mirrored it meanwhile
-                self.digests[name] = xml_digest(text)
+            mirrored = Network.objects.filter(host_id=self.host_id, name=name).values_list("live_xml", "inactive_xml")
+            if list(mirrored) == [texts]:  # someone else mirrored it meanwhile
+                self.digests[name] = xml_digest(*texts)
                 continue
             try:
                 self._mirror_one("network", name)
@@ -302,22 +317,32 @@ class HostWatcher:
             except HostUnreachable as error:
                 self.lost(str(error))
                 return changed
-        gone = Network.objects.filter(host_id=self.host_id).exclude(name__in=list(live))
-        for name in gone.values_list("name", flat=True):
-            changed.append(name)
-            self.digests.pop(name, None)
-        gone.delete()
+        with transaction.atomic():
+            lock_host(self.host_id)
+            older = Q(synced_at__lt=listed_at) | Q(synced_at__isnull=True)
+            gone = Network.objects.filter(older, host_id=self.host_id).exclude(name__in=list(live))
+            for name in gone.values_list("name", flat=True):
+                changed.append(name)
+                self.digests.pop(name, None)
+            gone.delete()
         Host.objects.filter(pk=self.host_id).update(watched_at=timezone.now())
         return changed
 
+    @staticmethod
+    def _both_xml(net) -> tuple[str, str]:
+        """The live XML and, for a persistent network, the persistent one (a `net-update
+        --config` changes only that), as inventory.read_network reads them."""
+        live = net.XMLDesc(0)
+        return live, inventory.inactive_xml(net, live) if net.isPersistent() else live
+
     def _remember(self, name: str) -> None:
-        text = Network.objects.filter(host_id=self.host_id, name=name).values_list("live_xml", flat=True).first()
-        if text is not None:
-            self.digests[name] = xml_digest(text)
+        texts = Network.objects.filter(host_id=self.host_id, name=name).values_list("live_xml", "inactive_xml").first()
+        if texts is not None:
+            self.digests[name] = xml_digest(*texts)
 
     def _mirrored_digests(self) -> dict[str, str]:
-        rows = Network.objects.filter(host_id=self.host_id).values_list("name", "live_xml")
-        return {name: xml_digest(text) for name, text in rows.iterator()}
+        rows = Network.objects.filter(host_id=self.host_id).values_list("name", "live_xml", "inactive_xml")
+        return {name: xml_digest(live, inactive) for name, live, inactive in rows.iterator()}
 
     # -- the loop
 
@@ -340,18 +365,22 @@ class HostWatcher:
                         self.check_xml()
                         next_check = time.monotonic() + self.digest_seconds
                 except Exception:  # the database away, a bug: log, wait, keep watching
-                    logger.exception("event watcher of host %s", self.host_id)
+                    logger.exception("event watcher of host %s", self.host_id or self.host_name)
                     self.stop.wait(retry)
+                    retry = min(retry * 2, self.retry_max)
                 finally:
                     close_old_connections()
         finally:
             self.close()
 
 
-def watcher_start(host_id: int, stop: threading.Event | None = None, **options) -> tuple[threading.Thread, HostWatcher]:
-    """Run a HostWatcher for `host_id` in a daemon thread; set its `stop` to end it."""
+def watcher_start(
+    host_id: int | None = None, stop: threading.Event | None = None, **options
+) -> tuple[threading.Thread, HostWatcher]:
+    """Run a HostWatcher for `host_id` (or `host_name=`) in a daemon thread; set its `stop` to end it."""
     watcher = HostWatcher(host_id, stop=stop, **options)
-    thread = threading.Thread(target=watcher.run, name=f"kvmweb-watch-{host_id}", daemon=True)
+    label = host_id if host_id is not None else options.get("host_name")
+    thread = threading.Thread(target=watcher.run, name=f"kvmweb-watch-{label}", daemon=True)
     thread.start()
     return thread, watcher
 

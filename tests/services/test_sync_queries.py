@@ -10,11 +10,14 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from lxml import etree
 
-from networks.choices import AuditSource
+from networks.choices import AuditSource, OperationStatus
 from networks.hypervisor import client, snapshot
 from networks.models import DhcpReservation, Guest, GuestInterface, Network, NodeDevice
 from networks.services import hosts as host_services
+from networks.services import watch
+from networks.services.operations import host_sync_request
 from networks.services.sync import mirror_host, mirror_network
+from tests.conftest import run_to_end
 
 VFS = 4
 
@@ -245,3 +248,63 @@ def test_mirror_network_of_an_unchanged_network_returns_its_row_and_writes_nothi
         row = mirror_network(host, info)
     assert row == Network.objects.get(host=host, name="net1")
     assert not _writes([query["sql"] for query in queries.captured_queries])
+
+
+def test_what_the_watcher_writes_between_a_syncs_read_and_its_write_survives_the_sync(make_host, monkeypatch):
+    host, conn = make_host("race", host_file(networks=2, guests=2))
+    _sync(host, conn)
+    read_host = snapshot.read_host
+
+    def read_then_the_watcher_writes(c):
+        found = read_host(c)  # the sync has read the host; now, before it writes:
+        conn.networkLookupByName("net0").update(
+            libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1,
+            "<host mac='52:54:03:00:00:99' name='late' ip='10.50.0.99'/>",
+            libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+        )  # fmt: skip
+        conn.networkDefineXML(_network(5, 1).replace("net5", "fresh"))
+        conn.lookupByName("g0").suspend()
+        assert watch.mirror_network_by_name(host, conn, "net0")
+        assert watch.mirror_network_by_name(host, conn, "fresh")
+        assert watch.mirror_guest_by_name(host, conn, "g0")
+        return found
+
+    monkeypatch.setattr(snapshot, "read_host", read_then_the_watcher_writes)
+    operation = host_sync_request(host=host, actor=None, source=AuditSource.SYSTEM, message="the race")
+    run_to_end(operation.pk)
+    operation.refresh_from_db()
+    assert operation.status == OperationStatus.SUCCEEDED, operation.error
+
+    survived = (
+        DhcpReservation.objects.filter(network__host=host, network__name="net0", name="late").exists(),
+        Network.objects.filter(host=host, name="fresh").count(),  # neither deleted nor duplicated
+        Guest.objects.get(host=host, name="g0").state,
+    )
+    assert survived == (True, 1, "paused")
+    # and the next sync, whose read is newer, still writes as usual
+    monkeypatch.setattr(snapshot, "read_host", read_host)
+    conn.lookupByName("g0").resume()
+    run_to_end(host_sync_request(host=host, actor=None, source=AuditSource.SYSTEM, message="again").pk)
+    assert Guest.objects.get(host=host, name="g0").state == "running"
+
+
+def test_a_hostdev_nic_on_a_pool_network_links_to_it_once_the_network_is_there(make_host):
+    """libvirt writes <source network='pool'/> with single quotes; the NIC is no type="network" one."""
+    host, conn = make_host("pool", host_file(networks=1, guests=0))
+    nic = (
+        "<interface type='hostdev' managed='yes'><mac address='52:54:02:00:aa:01'/><source network='pool'/>"
+        "<source><address type='pci' domain='0x0000' bus='0x01' slot='0x10' function='0x1'/></source></interface>"
+    )
+    guest = snapshot.GuestRead(name="g0", xml=_domain(0, []).replace("<devices>", f"<devices>{nic}"), state="running")
+
+    def read_with_the_guest():
+        found = snapshot.read_host(conn)
+        return dataclasses.replace(
+            found, guests=(*found.guests, snapshot.GuestRead(guest.name, guest.xml, guest.state))
+        )
+
+    mirror_host(host, read_with_the_guest())
+    assert GuestInterface.objects.get(guest__host=host, guest__name="g0").network is None
+    conn.networkDefineXML(_network(3, 1).replace("net3", "pool"))
+    mirror_host(host, read_with_the_guest())
+    assert GuestInterface.objects.get(guest__host=host, guest__name="g0").network.name == "pool"

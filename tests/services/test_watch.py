@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import libvirt
 import pytest
+from django.db import DatabaseError
 from django.utils import timezone
 
 from networks.choices import AuditSource, HostStatus, OperationKind, OperationStatus
@@ -166,10 +167,10 @@ def test_a_connection_this_process_closed_is_reopened_without_marking_the_host(d
 
 
 def test_a_node_device_event_reads_the_devices_again_and_keeps_the_vfs_linked(demo_host, watcher):
-    before = sorted(demo_host.node_devices.values_list("name", flat=True))
+    before = sorted(demo_host.node_devices.values_list("name", "pk"))
     watcher.events.put(events.NodeDeviceEvent(name="pci_0000_01_10_0", event="created"))
     assert watcher.process(timeout=1) == 1
-    assert sorted(demo_host.node_devices.values_list("name", flat=True)) == before
+    assert sorted(demo_host.node_devices.values_list("name", "pk")) == before, "rows updated in place"
     pf = demo_host.node_devices.get(pci_address="0000:01:00.0")
     assert pf.virtual_functions.count() == 4
 
@@ -196,3 +197,118 @@ def test_watchhosts_refuses_an_unknown_host_name(db):
 
     with pytest.raises(CommandError, match="No host named nope"):
         call_command("watchhosts", "--host", "nope")
+
+
+class _ListingThen:
+    """The watcher's connection, doing `then()` right after it lists the networks."""
+
+    def __init__(self, conn, then):
+        self.conn, self.then = conn, then
+
+    def listAllNetworks(self):
+        networks = self.conn.listAllNetworks()
+        self.then()
+        return networks
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_the_xml_check_keeps_a_network_mirrored_after_its_listing(demo_host, demo_uri, watcher):
+    conn = client.connect(demo_uri)
+
+    def defined_and_mirrored_meanwhile():
+        conn.networkDefineXML(LAB_XML)
+        watch.mirror_network_by_name(demo_host, conn, "lab")
+
+    watcher.conn = _ListingThen(watcher.conn, defined_and_mirrored_meanwhile)
+    assert "lab" not in watcher.check_xml()
+    assert Network.objects.filter(host=demo_host, name="lab").exists()
+    watcher.conn = watcher.conn.conn
+    assert watcher.check_xml() == [], "the next check finds it as mirrored"
+
+
+def test_a_database_error_while_connecting_leaves_no_subscription_behind(demo_host, monkeypatch):
+    subscriptions = []
+    subscribe = events.subscribe
+
+    def recorded(*args, **kwargs):
+        subscriptions.append(subscribe(*args, **kwargs))
+        return subscriptions[-1]
+
+    monkeypatch.setattr(watch.events, "subscribe", recorded)
+    watcher = watch.HostWatcher(demo_host.pk)
+    real_digests = watcher._mirrored_digests
+
+    def database_away():
+        raise DatabaseError("the database is away")
+
+    watcher._mirrored_digests = database_away
+    with pytest.raises(DatabaseError):
+        watcher.connect()
+    assert watcher.subscription is None and subscriptions[0]._cancelled
+    watcher._mirrored_digests = real_digests
+    try:
+        assert watcher.connect()
+        assert [sub for sub in subscriptions if not sub._cancelled] == [watcher.subscription]
+    finally:
+        watcher.close()
+
+
+def test_a_host_worker_watches_its_host_also_when_the_host_row_comes_later(_not_enqueued, demo_uri):
+    from networks.services.hostworker import host_worker_watcher_start
+
+    stop = host_worker_watcher_start(host_name="late")
+    try:
+        time.sleep(0.2)  # the watcher finds no such host yet, and looks again
+        host = HostFactory(name="late", uri=demo_uri)
+        _wait(lambda: Host.objects.get(pk=host.pk).watched_at is not None)
+    finally:
+        stop.set()
+        for thread in threading.enumerate():
+            if thread.name == "kvmweb-watch-late":
+                thread.join(10)
+                assert not thread.is_alive()
+
+
+class _ConfigOnlyChange:
+    """A host whose network `default` had a `net-update --config`: its persistent XML (which the
+    test driver cannot give) differs from the live one."""
+
+    EXTRA = "<host mac='52:54:00:88:00:01' ip='192.168.122.88' name='config-only'/>"
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def _network(self, net):
+        return _PersistentXml(net, self.EXTRA) if net.name() == "default" else net
+
+    def listAllNetworks(self):
+        return [self._network(net) for net in self.conn.listAllNetworks()]
+
+    def networkLookupByName(self, name):
+        return self._network(self.conn.networkLookupByName(name))
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+class _PersistentXml:
+    def __init__(self, net, extra):
+        self.net, self.extra = net, extra
+
+    def XMLDesc(self, flags=0):
+        text = self.net.XMLDesc(flags & ~libvirt.VIR_NETWORK_XML_INACTIVE)
+        return text.replace("</dhcp>", f"{self.extra}</dhcp>", 1) if flags & libvirt.VIR_NETWORK_XML_INACTIVE else text
+
+    def __getattr__(self, name):
+        return getattr(self.net, name)
+
+
+def test_the_xml_check_also_sees_a_change_to_the_persistent_xml_only(demo_host, watcher):
+    assert watcher.check_xml() == []
+    watcher.conn = _ConfigOnlyChange(watcher.conn)
+    assert watcher.check_xml() == ["default"]
+    default = Network.objects.get(host=demo_host, name="default")
+    assert "config-only" in default.inactive_xml and "config-only" not in default.live_xml
+    assert watcher.check_xml() == [], "mirrored: the digests match now"
