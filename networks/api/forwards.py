@@ -16,6 +16,7 @@ from networks.services import forwards as forward_services
 from networks.services.permissions import scoped
 
 from . import serializers as s
+from .errors import field_errors
 from .views import HostScoped
 
 API = AuditSource.API
@@ -150,10 +151,6 @@ def _input(serializer_class, request, partial=False) -> dict:
     return dict(serializer.validated_data)
 
 
-def _field_errors(error: DjangoValidationError) -> dict:
-    return error.message_dict if hasattr(error, "error_dict") else {"non_field_errors": error.messages}
-
-
 class PortForwardViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Port forwards of the user's hosts. Filters: `host`, `guest`."""
 
@@ -172,7 +169,7 @@ class PortForwardViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModel
                 host=data["host"], spec=spec, actor=request.user, source=API, message=data["message"]
             )
         except DjangoValidationError as error:
-            raise ValidationError(_field_errors(error)) from None
+            raise ValidationError(field_errors(error)) from None
         return _accepted(requested)
 
     @extend_schema(request=PortForwardChangeSerializer, responses={202: PortForwardAcceptedSerializer})
@@ -184,7 +181,7 @@ class PortForwardViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModel
                 message=data.get("message", ""),
             )  # fmt: skip
         except DjangoValidationError as error:
-            raise ValidationError(_field_errors(error)) from None
+            raise ValidationError(field_errors(error)) from None
         return _accepted(requested)
 
     @extend_schema(request=None, responses={202: s.OperationAcceptedSerializer})
@@ -194,7 +191,7 @@ class PortForwardViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModel
                 forward=self.get_object(), actor=request.user, source=API
             )
         except DjangoValidationError as error:
-            raise ValidationError(_field_errors(error)) from None
+            raise ValidationError(field_errors(error)) from None
         return _operation_accepted(operation)
 
     @extend_schema(
@@ -224,5 +221,5 @@ class PortForwardViewSet(HostScoped, mixins.ListModelMixin, mixins.RetrieveModel
                 host=host, forward=forward, actor=request.user, source=API, message=message
             )
         except DjangoValidationError as error:
-            raise ValidationError(_field_errors(error)) from None
+            raise ValidationError(field_errors(error)) from None
         return _operation_accepted(operation)

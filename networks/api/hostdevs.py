@@ -7,26 +7,23 @@ preview (the device XML, what the guest notices, warnings) and changes nothing.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import QueryDict
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from networks import selectors
 from networks.choices import AuditSource
 from networks.hypervisor import hostdevs as hv_hostdevs
 from networks.services.hostdevs import ACTIONS, ATTACH, DETACH, guest_hostdev_request, hostdev_plan
 from networks.services.interfaces.checks import SCOPES
-from networks.services.netupdate.common import text
-from networks.services.permissions import authorize, scoped
+from networks.services.permissions import authorize
 
 from . import serializers as s
+from .errors import field_errors
+from .guest_devices import MESSAGE_MAX, scoped_guest, write_body
 from .schema import ErrorDocumentingAutoSchema
 
-MESSAGE_MAX = 500
 GUEST_PK = OpenApiParameter("id", {"type": "integer", "minimum": 0}, OpenApiParameter.PATH)
 PCI = OpenApiParameter(
     "pci", {"type": "string", "pattern": "^[^/]+$"}, OpenApiParameter.PATH, description="host PCI address, 0000:01:10.2"
@@ -81,22 +78,6 @@ class HostdevAcceptedSerializer(s.OperationAcceptedSerializer):
     warnings = serializers.ListField(child=serializers.CharField(), help_text="e.g. a VF as a bare hostdev")
 
 
-def _guest(request, pk):
-    return get_object_or_404(scoped(selectors.guest_detail_queryset(), request.user), pk=pk)
-
-
-def _body(data) -> tuple[dict, str]:
-    """The fields and the message of a body of any JSON type (a non-object is a 400)."""
-    if not isinstance(data, dict):
-        raise ValidationError({"non_field_errors": ["Send a JSON object of the device's fields."]})
-    values = data.dict() if isinstance(data, QueryDict) else dict(data)
-    try:
-        message = text({"message": values.pop("message", "")}, "message", max_length=MESSAGE_MAX)
-    except DjangoValidationError as error:
-        raise ValidationError(error.message_dict) from None
-    return values, message
-
-
 def _write(request, guest, action: str, values: dict, message: str, pci: str = ""):
     try:
         if request.query_params.get("dry_run") in ("1", "true"):
@@ -109,8 +90,7 @@ def _write(request, guest, action: str, values: dict, message: str, pci: str = "
             message=message,
         )  # fmt: skip
     except DjangoValidationError as error:
-        errors = error.message_dict if hasattr(error, "error_dict") else {"non_field_errors": error.messages}
-        raise ValidationError(errors) from None
+        raise ValidationError(field_errors(error)) from None
     body = {"operation": s.OperationRefSerializer(operation).data, "warnings": operation.params["warnings"]}
     return Response(body, status=status.HTTP_202_ACCEPTED)
 
@@ -136,7 +116,7 @@ class GuestHostdevsView(APIView):
 
     @extend_schema(operation_id="guest_hostdev_list", responses={200: HostdevSerializer(many=True)})
     def get(self, request, pk):
-        devices = hv_hostdevs.assigned_devices(_guest(request, pk).xml)
+        devices = hv_hostdevs.assigned_devices(scoped_guest(request, pk).xml)
         return Response([_device_json(device) for device in devices])
 
     @extend_schema(
@@ -146,8 +126,8 @@ class GuestHostdevsView(APIView):
         responses={200: HostdevPreviewSerializer, 202: HostdevAcceptedSerializer},
     )
     def post(self, request, pk):
-        guest = _guest(request, pk)
-        values, message = _body(request.data)
+        guest = scoped_guest(request, pk)
+        values, message = write_body(request.data, "the device's fields")
         return _write(request, guest, ATTACH, values, message)
 
 
@@ -164,8 +144,8 @@ class GuestHostdevView(APIView):
         responses={200: HostdevPreviewSerializer, 202: HostdevAcceptedSerializer},
     )
     def delete(self, request, pk, pci):
-        guest = _guest(request, pk)
-        values, message = _body(request.data)
+        guest = scoped_guest(request, pk)
+        values, message = write_body(request.data, "the device's fields")
         if "scope" in request.query_params:
             values.setdefault("scope", request.query_params["scope"])
         return _write(request, guest, DETACH, values, message, pci)

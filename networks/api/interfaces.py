@@ -6,25 +6,22 @@ preview (XML before and after, what the running guest notices) and changes nothi
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import QueryDict
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from networks import selectors
 from networks.choices import AuditSource
 from networks.services.interfaces import ACTIONS, ADD, REMOVE, UPDATE, checks, guest_interface_request, interface_plan
-from networks.services.netupdate.common import text
-from networks.services.permissions import authorize, scoped
+from networks.services.permissions import authorize
 
 from . import serializers as s
+from .errors import field_errors
+from .guest_devices import MESSAGE_MAX, scoped_guest, write_body
 from .schema import ErrorDocumentingAutoSchema
 from .views import accepted
 
-MESSAGE_MAX = 500
 GUEST_PK = OpenApiParameter("id", {"type": "integer", "minimum": 0}, OpenApiParameter.PATH)
 MAC = OpenApiParameter("mac", {"type": "string", "pattern": "^[^/]+$"}, OpenApiParameter.PATH, description="MAC")
 DRY_RUN = OpenApiParameter(
@@ -76,22 +73,6 @@ class InterfacePreviewSerializer(serializers.Serializer):
     warnings = serializers.ListField(child=serializers.CharField())
 
 
-def _guest(request, pk):
-    return get_object_or_404(scoped(selectors.guest_detail_queryset(), request.user), pk=pk)
-
-
-def _body(data) -> tuple[dict, str]:
-    """The fields and the message of a body of any JSON type (a non-object is a 400)."""
-    if not isinstance(data, dict):
-        raise ValidationError({"non_field_errors": ["Send a JSON object of the interface's fields."]})
-    values = data.dict() if isinstance(data, QueryDict) else dict(data)  # a form: one value per field
-    try:
-        message = text({"message": values.pop("message", "")}, "message", max_length=MESSAGE_MAX)
-    except DjangoValidationError as error:
-        raise ValidationError(_field_errors(error)) from None
-    return values, message
-
-
 def _write(request, guest, action: str, values: dict, message: str, mac: str = ""):
     try:
         if request.query_params.get("dry_run") in ("1", "true"):
@@ -104,12 +85,8 @@ def _write(request, guest, action: str, values: dict, message: str, mac: str = "
             message=message,
         )  # fmt: skip
     except DjangoValidationError as error:
-        raise ValidationError(_field_errors(error)) from None
+        raise ValidationError(field_errors(error)) from None
     return accepted(operation)
-
-
-def _field_errors(error: DjangoValidationError) -> dict:
-    return error.message_dict if hasattr(error, "error_dict") else {"non_field_errors": error.messages}
 
 
 def _preview_json(plan) -> dict:
@@ -134,7 +111,7 @@ class GuestInterfacesView(APIView):
 
     @extend_schema(operation_id="guest_interface_list", responses={200: s.GuestInterfaceSerializer(many=True)})
     def get(self, request, pk):
-        return Response(s.GuestInterfaceSerializer(_guest(request, pk).interfaces.all(), many=True).data)
+        return Response(s.GuestInterfaceSerializer(scoped_guest(request, pk).interfaces.all(), many=True).data)
 
     @extend_schema(
         operation_id="guest_interface_add",
@@ -143,8 +120,8 @@ class GuestInterfacesView(APIView):
         responses={200: InterfacePreviewSerializer, 202: s.OperationAcceptedSerializer},
     )
     def post(self, request, pk):
-        guest = _guest(request, pk)
-        values, message = _body(request.data)
+        guest = scoped_guest(request, pk)
+        values, message = write_body(request.data, "the interface's fields")
         return _write(request, guest, ADD, values, message)
 
 
@@ -156,7 +133,7 @@ class GuestInterfaceView(APIView):
 
     @extend_schema(operation_id="guest_interface_detail", responses={200: s.GuestInterfaceSerializer})
     def get(self, request, pk, mac):
-        row = _guest(request, pk).interfaces.filter(mac=mac.lower()).first()
+        row = scoped_guest(request, pk).interfaces.filter(mac=mac.lower()).first()
         if row is None:
             raise NotFound("The guest has no interface with this MAC.")
         return Response(s.GuestInterfaceSerializer(row).data)
@@ -168,8 +145,8 @@ class GuestInterfaceView(APIView):
         responses={200: InterfacePreviewSerializer, 202: s.OperationAcceptedSerializer},
     )
     def patch(self, request, pk, mac):
-        guest = _guest(request, pk)
-        values, message = _body(request.data)
+        guest = scoped_guest(request, pk)
+        values, message = write_body(request.data, "the interface's fields")
         return _write(request, guest, UPDATE, values, message, mac)
 
     @extend_schema(
@@ -179,8 +156,8 @@ class GuestInterfaceView(APIView):
         responses={200: InterfacePreviewSerializer, 202: s.OperationAcceptedSerializer},
     )
     def delete(self, request, pk, mac):
-        guest = _guest(request, pk)
-        values, message = _body(request.data)
+        guest = scoped_guest(request, pk)
+        values, message = write_body(request.data, "the interface's fields")
         if "scope" in request.query_params:
             values.setdefault("scope", request.query_params["scope"])
         return _write(request, guest, REMOVE, values, message, mac)

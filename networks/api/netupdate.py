@@ -24,6 +24,7 @@ from networks.services.netupdate.common import section_values
 from networks.services.permissions import authorize, scoped, visible_host_ids
 
 from . import serializers as s
+from .errors import field_errors
 from .schema import ErrorDocumentingAutoSchema
 from .views import accepted
 
@@ -45,10 +46,6 @@ class UpdateOptionsSerializer(serializers.Serializer):
     command = serializers.ChoiceField(choices=["add-first", "add-last"], default="add-last")
     scope = serializers.ChoiceField(choices=SCOPES, default="both")
     message = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
-
-
-def _field_errors(error: DjangoValidationError) -> dict:
-    return error.message_dict if hasattr(error, "error_dict") else {"non_field_errors": error.messages}
 
 
 # The entries of a section: their fields depend on the section (see the section serializers).
@@ -142,7 +139,7 @@ def _request_update(request, pk, collection, command, options, key, values=None)
             source=AuditSource.API,
         )
     except DjangoValidationError as error:
-        raise ValidationError(_field_errors(error)) from None
+        raise ValidationError(field_errors(error)) from None
     return accepted(operation)
 
 
@@ -184,7 +181,7 @@ class BulkImportView(APIView):
                 source=AuditSource.API,
             )
         except DjangoValidationError as error:
-            raise ValidationError(_field_errors(error)) from None
+            raise ValidationError(field_errors(error)) from None
         return accepted(operation)
 
 
