@@ -19,5 +19,6 @@ class NetworksConfig(AppConfig):
             networks,
             restart,
             sync,
+            undo,
             xmledit,
         )

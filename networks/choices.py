@@ -28,6 +28,7 @@ class OperationKind(models.TextChoices):
     NETWORK_DEFINE = "network.define", "Define new network config"
     NETWORK_XML_LIVE = "network.xml_live", "Apply XML changes live"
     NETWORK_RENAME = "network.rename", "Rename network"
+    NETWORK_UNDO = "network.undo", "Undo a change"
     GUEST_INTERFACE_ADD = "guest.interface_add", "Add guest interface"
     GUEST_INTERFACE_UPDATE = "guest.interface_update", "Change guest interface"
     GUEST_INTERFACE_REMOVE = "guest.interface_remove", "Remove guest interface"

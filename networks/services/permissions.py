@@ -42,6 +42,9 @@ REQUIRED_ROLE = {
     "port_forward.update": Role.OPERATOR,
     "port_forward.delete": Role.OPERATOR,
     "port_forward.reapply": Role.OPERATOR,
+    # undoing a change needs the role of the change that puts it back (networks/services/undo.py
+    # also checks that action); operator is the floor
+    "network.undo": Role.OPERATOR,
     # admins: what changes the fleet, a network's shape, or who may do what
     "host.create": Role.ADMIN,
     "host.delete": Role.ADMIN,
@@ -51,6 +54,9 @@ REQUIRED_ROLE = {
     "network.undefine": Role.ADMIN,
     "network.rename": Role.ADMIN,
     "network.xml_edit": Role.ADMIN,
+    # applying a desired-state document (or copying a network to other hosts) creates,
+    # redefines and may delete networks
+    "network.apply": Role.ADMIN,
     "network.update.forward-interface": Role.ADMIN,
     # a wrong assignment can take a NIC or the disk controller away from the host
     "guest.hostdev_attach": Role.ADMIN,
@@ -73,6 +79,7 @@ KIND_ACTIONS = {
     OperationKind.NETWORK_DEFINE: "network.xml_edit",
     OperationKind.NETWORK_XML_LIVE: "network.xml_edit",
     OperationKind.NETWORK_RENAME: "network.rename",
+    OperationKind.NETWORK_UNDO: "network.undo",
     OperationKind.GUEST_INTERFACE_ADD: "guest.interface_add",
     OperationKind.GUEST_INTERFACE_UPDATE: "guest.interface_update",
     OperationKind.GUEST_INTERFACE_REMOVE: "guest.interface_remove",
