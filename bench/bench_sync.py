@@ -9,7 +9,9 @@ multiplies the networks and guests). One connection stays open for the whole run
 
 - floor: libvirt-python alone reads what a sync reads, over that open connection: every
   network (list, XMLDesc live and inactive, DHCP leases where the driver has them), every
-  domain (list, state, XMLDesc), the node devices (list, XMLDesc). No parsing, no database.
+  domain (list, state, XMLDesc), the PCI and net node devices (list, XMLDesc) and the host's
+  facts (info, versions, hostname, interfaces, capabilities, domain capabilities). No
+  parsing, no database.
 - first sync: kvmweb's sync (read through the hypervisor layer, then mirror) into an empty
   mirror.
 - changed host: before each measured sync, 10% of the objects change on the host (a DHCP
@@ -19,7 +21,8 @@ multiplies the networks and guests). One connection stays open for the whole run
 
 Printed for each database (SQLite always unless --no-sqlite; PostgreSQL when --postgres gives
 a server URL, in a database of its own that is dropped afterwards): p50 in ms, the ratio to
-the floor's p50 measured in the same run, the queries of one sync (CaptureQueriesContext) and
+the floor's p50 measured in the same run (a floor read before each measured sync, so a
+machine whose load changes during the run moves both alike), the queries of one sync (CaptureQueriesContext) and
 the peak RSS of the process. Targets: a changed host within 2x the floor, an unchanged one
 within 1.3x, and a number of queries that does not grow with the host (compare --scale 0.2).
 Each database runs in a child process of its own.
@@ -144,8 +147,15 @@ def floor_read(conn) -> int:
     for dom in conn.listAllDomains():
         dom.state()
         size += len(dom.XMLDesc(0))
-    for dev in conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
+    wanted = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV | libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET
+    for dev in conn.listAllDevices(wanted):
         size += len(dev.XMLDesc(0))
+    conn.getInfo(), conn.getVersion(), conn.getLibVersion(), conn.getHostname(), conn.getType()
+    for iface in conn.listAllInterfaces():
+        size += len(iface.XMLDesc(0))
+    size += len(conn.getCapabilities())
+    with contextlib.suppress(libvirt.libvirtError):  # not on the test driver
+        size += len(conn.getDomainCapabilities())
     return size
 
 
@@ -234,19 +244,24 @@ def child(args) -> None:
         written.update(counts.get("written", {}))
         return elapsed, len(queries.captured_queries)
 
-    floor_read(conn)  # warm up
     floors = []
-    for _ in range(args.runs):
+
+    def floor() -> None:
         started = time.perf_counter()
         floor_read(conn)
         floors.append(time.perf_counter() - started)
+
+    floor_read(conn)  # warm up
+    floor()
     first, first_queries = sync()
     changed, unchanged = [], []
     changed_queries = unchanged_queries = 0
     for round_number in range(args.runs):
         change_host(conn, round_number, args.scale)
+        floor()  # what the host holds now, read right before the sync that reads it
         elapsed, changed_queries = sync()
         changed.append(elapsed)
+        floor()
         elapsed, unchanged_queries = sync()
         unchanged.append(elapsed)
     floor = _p50_ms(floors)

@@ -282,6 +282,9 @@ KVMWEB_LIBVIRT_HOOKS_DIR = env_str("KVMWEB_LIBVIRT_HOOKS_DIR", "") or "/etc/libv
 KVMWEB_LIBVIRTD_PIDFILE = env_str("KVMWEB_LIBVIRTD_PIDFILE", "") or "/run/libvirtd.pid"
 KVMWEB_LIBVIRT_QEMU_STATE_DIR = env_str("KVMWEB_LIBVIRT_QEMU_STATE_DIR", "") or "/run/libvirt/qemu"
 KVMWEB_FORWARD_RULES_FILE = env_str("KVMWEB_FORWARD_RULES_FILE", "") or str(DATA_DIR / "forwards" / "rules.json")
+# Where the network hook leaves a marker per net-update for the host worker's event watcher
+# (empty: `network-updates` next to the rules file).
+KVMWEB_NETWORK_UPDATES_DIR = env_str("KVMWEB_NETWORK_UPDATES_DIR", "")
 # The host worker writes Host.worker_seen_at this often; the UI calls a host worker absent
 # after three missed beats.
 KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS = env_int("KVMWEB_HOST_WORKER_HEARTBEAT_SECONDS", 30, minimum=1)

@@ -31,32 +31,14 @@ def host_list() -> QuerySet[Host]:
     ).order_by("name")
 
 
-def network_list(*, host_id=None, mode=None, state=None, search=None) -> QuerySet[Network]:
-    networks = Network.objects.select_related("host").annotate(
-        guest_count=Count("guest_interfaces__guest", distinct=True)
-    )
-    if host_id:
-        networks = networks.filter(host_id=host_id)
-    if mode is not None and mode != "all":
-        networks = networks.filter(forward_mode=mode)
-    if state == "active":
-        networks = networks.filter(active=True)
-    elif state == "inactive":
-        networks = networks.filter(active=False)
-    if search:
-        networks = networks.filter(Q(name__icontains=search) | Q(bridge__icontains=search))
-    return networks.order_by("host__name", "name")
-
-
 def network_detail_queryset() -> QuerySet[Network]:
-    """The network's page (its reservations are a paginated table of their own)."""
+    """The network's page (its reservations and attached guests are paginated tables of their own)."""
     ips = NetworkIp.objects.prefetch_related("dhcp_ranges")
     return Network.objects.select_related("host").prefetch_related(
         Prefetch("ips", queryset=ips),
         "dns_records",
         "portgroups",
         "forward_interfaces",
-        Prefetch("guest_interfaces", queryset=GuestInterface.objects.select_related("guest").order_by("guest__name")),
     )
 
 
@@ -76,15 +58,6 @@ def running_guests_on_network(network: Network) -> QuerySet[Guest]:
         .order_by("name")
         .prefetch_related(Prefetch("interfaces", queryset=GuestInterface.objects.filter(network=network)))
     )
-
-
-def guest_list(*, host_id=None, search=None) -> QuerySet[Guest]:
-    guests = Guest.objects.select_related("host").annotate(interface_count=Count("interfaces"))
-    if host_id:
-        guests = guests.filter(host_id=host_id)
-    if search:
-        guests = guests.filter(name__icontains=search)
-    return guests.order_by("host__name", "name")
 
 
 def guest_detail_queryset() -> QuerySet[Guest]:

@@ -209,6 +209,53 @@ class GuestTable(ListTable):
         return badge(record.state, record.get_state_display())
 
 
+class HostNetworkTable(NetworkTable):
+    """A host's networks on its page: the host column is the page itself."""
+
+    class Meta(NetworkTable.Meta):
+        exclude = ("host",)
+        prefix = "networks-"
+
+
+class HostGuestTable(GuestTable):
+    """A host's guests on its page."""
+
+    class Meta(GuestTable.Meta):
+        exclude = ("host",)
+        prefix = "guests-"
+
+
+class AttachedGuestTable(ListTable):
+    """The guest interfaces on a network (rows are GuestInterface, with their guest)."""
+
+    guest = tables.Column(order_by=("guest__name", "position"))
+    state = tables.Column(accessor="guest__state", order_by=("guest__state", "guest__name", "position"))
+    mac = tables.Column(verbose_name="MAC", order_by=("mac",))
+    model = tables.Column(order_by=("model", "guest__name", "position"))
+    target_dev = tables.Column(verbose_name="Device", order_by=("target_dev", "guest__name", "position"))
+    portgroup = tables.Column(order_by=("portgroup", "guest__name", "position"))
+
+    class Meta(ListTable.Meta):
+        model = GuestInterface
+        fields = ()
+        empty_text = "No guest interfaces on this network."
+        attrs = {"id": "attached-guests", "class": "list"}
+        prefix = "guests-"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.guest_url = RowUrl("networks:guest_detail")
+
+    def render_guest(self, record):
+        return link(self.guest_url(record.guest_id), record.guest.name)
+
+    def render_state(self, record):
+        return badge(record.guest.state, record.guest.get_state_display())
+
+    def render_mac(self, record):
+        return format_html("<code>{}</code>", record.mac)
+
+
 class DeviceTable(ListTable):
     host = tables.Column(order_by=("host__name", "capability", "name"))
     name = tables.Column(order_by=("name", "host__name"))

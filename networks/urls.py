@@ -4,6 +4,7 @@ from .views import (
     accounts,
     audit,
     dashboard,
+    desired,
     guests,
     hosts,
     interfaces,
@@ -16,6 +17,8 @@ from .views import (
 )
 from .views import forwards as forward_views
 from .views import hostdevs as hostdev_views
+from .views import topology as topology_views
+from .views import undo as undo_views
 
 app_name = "networks"
 
@@ -27,10 +30,17 @@ urlpatterns = [
     path("hosts/<int:pk>/sync/", hosts.host_sync, name="host_sync"),
     path("hosts/<int:pk>/delete/", hosts.host_delete, name="host_delete"),
     path("hosts/<int:pk>/passthrough/", passthrough.host_passthrough, name="host_passthrough"),
+    path("hosts/<int:pk>/topology/", topology_views.host_topology, name="host_topology"),
+    path("topology/", topology_views.fleet_topology, name="fleet_topology"),
     path("hosts/<int:host_pk>/networks/create/", networks.network_create, name="network_create"),
     path(
         "hosts/<int:host_pk>/networks/create-default/", networks.network_create_default, name="network_create_default"
     ),
+    # desired state: export, plan, apply, copy a network to other hosts
+    path("hosts/<int:pk>/networks/export.yaml", desired.host_networks_export, name="host_networks_export"),
+    path("hosts/<int:pk>/networks/plan/", desired.host_network_plan, name="host_network_plan"),
+    path("networks/<int:pk>/copy/", desired.network_copy, name="network_copy"),
+    path("network-plans/apply/", desired.network_plan_apply, name="network_plan_apply"),
     path("networks/", networks.network_list, name="network_list"),
     path("networks/<int:pk>/", networks.network_detail, name="network_detail"),
     path("networks/<int:pk>/start/", networks.network_start, name="network_start"),
@@ -78,5 +88,6 @@ urlpatterns = [
     path("account/tokens/<int:pk>/revoke/", accounts.token_revoke_view, name="token_revoke"),
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/<int:pk>/", audit.audit_detail, name="audit_detail"),
+    path("audit/<int:pk>/undo/", undo_views.undo_confirm, name="audit_undo"),
     re_path(r"^audit/export\.(?P<export_format>csv|jsonl)$", audit.audit_export_view, name="audit_export"),
 ]

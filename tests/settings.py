@@ -14,6 +14,12 @@ if not os.environ.get("KVMWEB_DATA_DIR"):
     atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
     os.environ["KVMWEB_DATA_DIR"] = _scratch
 os.environ.setdefault("KVMWEB_SECRET_KEY", "tests-only-secret-key")
+# No test may write the machine's libvirt hooks or signal its daemons: the host-side paths point
+# into the scratch directory, whatever the environment says (set in the environment, so worker
+# processes the tests start agree). A real-daemon test names its private libvirtd's paths itself.
+os.environ["KVMWEB_LIBVIRT_HOOKS_DIR"] = os.path.join(os.environ["KVMWEB_DATA_DIR"], "libvirt-hooks")
+os.environ["KVMWEB_LIBVIRTD_PIDFILE"] = os.path.join(os.environ["KVMWEB_DATA_DIR"], "libvirtd.pid")
+os.environ["KVMWEB_LIBVIRT_QEMU_STATE_DIR"] = os.path.join(os.environ["KVMWEB_DATA_DIR"], "qemu-state")
 
 from kvmweb.settings import *  # noqa: F403
 from kvmweb.settings import DATA_DIR, DATABASES

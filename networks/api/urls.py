@@ -2,7 +2,8 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
-from . import forwards, hostdevs, interfaces, netupdate, pci, tokens, views
+from . import desired, forwards, hostdevs, interfaces, netupdate, pci, tokens, views
+from . import undo as undo_api
 
 router = DefaultRouter()
 router.register("hosts", views.HostViewSet, basename="host")
@@ -37,5 +38,11 @@ urlpatterns = [
     path("guests/<int:pk>/interfaces/<str:mac>/", interfaces.GuestInterfaceView.as_view(), name="guest-interface"),
     path("guests/<int:pk>/hostdevs/", hostdevs.GuestHostdevsView.as_view(), name="guest-hostdevs"),
     path("guests/<int:pk>/hostdevs/<str:pci>/", hostdevs.GuestHostdevView.as_view(), name="guest-hostdev"),
+    # desired state (export, plan, apply)
+    path("hosts/<int:pk>/networks/export/", desired.NetworkExportView.as_view(), name="host-networks-export"),
+    path("network-plans/", desired.NetworkPlanView.as_view(), name="network-plan"),
+    path("network-plans/apply/", desired.NetworkPlanApplyView.as_view(), name="network-plan-apply"),
+    # undo from the audit log (before the router, which would read it as an event action)
+    path("audit/<int:pk>/undo/", undo_api.UndoView.as_view(), name="audit-undo"),
     *router.urls,
 ]

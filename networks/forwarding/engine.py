@@ -10,13 +10,17 @@ here, under the rules lock, from libvirt's status files, as the hooks read it. S
   `network.d/kvmweb` go; libvirt's `network.conf` is read from its parent directory.
 - KVMWEB_LIBVIRTD_PIDFILE (default /run/libvirtd.pid): libvirtd gets SIGHUP when a hook was
   installed or changed, since it only notices new hooks then. With libvirt's modular daemons,
-  name both that read hooks, comma-separated: /run/virtqemud.pid,/run/virtnetworkd.pid. When
-  none of the files named exists, those two are tried (`MODULAR_PIDFILES`). A daemon that
+  name both that read hooks, comma-separated: /run/virtqemud.pid,/run/virtnetworkd.pid. Left at
+  its default, when /run/libvirtd.pid does not exist, those two are tried (`MODULAR_PIDFILES`);
+  pidfiles named on purpose are the only ones signalled. A daemon that
   could not be signalled makes a warning in the apply's report, and the reload is tried
   again at every apply until one succeeds.
 - KVMWEB_LIBVIRT_QEMU_STATE_DIR (default /run/libvirt/qemu): where the hooks see which guests
   run (libvirt's status files), without calling libvirt.
 - KVMWEB_FORWARD_RULES_FILE (default DATA_DIR/forwards/rules.json): the rules the hooks read.
+- KVMWEB_NETWORK_UPDATES_DIR (default `network-updates` next to the rules file): where the
+  network hook leaves a marker for each net-update, which the host worker's event watcher
+  takes within a second (rules.record_network_update / take_network_updates).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ HOOK_KINDS = ("qemu", "network")
 # The daemons that run hooks: the monolithic one, or the modular ones of the qemu and network
 # drivers. A pidfile naming any other process (a stale file, a reused PID) gets no signal.
 LIBVIRT_DAEMONS = {"libvirtd", "virtqemud", "virtnetworkd"}
-# Where the modular daemons keep their PIDs, tried when no configured pidfile exists.
+# Where the modular daemons keep their PIDs, tried when the default pidfile does not exist.
+DEFAULT_LIBVIRTD_PIDFILE = "/run/libvirtd.pid"
 MODULAR_PIDFILES = (Path("/run/virtqemud.pid"), Path("/run/virtnetworkd.pid"))
 # How long the host worker waits for the rules lock (a hook holds it for a fraction of a second).
 WORKER_LOCK_TIMEOUT = 120.0
@@ -60,17 +65,27 @@ class HostPaths:
     rules_file: Path
     # Tried when none of libvirtd_pidfiles exists (from_settings: MODULAR_PIDFILES).
     fallback_pidfiles: tuple[Path, ...] = ()
+    # The net-update markers' spool; None: `network-updates` next to the rules file.
+    network_updates: Path | None = None
 
     @classmethod
     def from_settings(cls) -> HostPaths:
         pidfiles = tuple(Path(p.strip()) for p in settings.KVMWEB_LIBVIRTD_PIDFILE.split(",") if p.strip())
+        # Pidfiles a deployer (or a test) named are the only ones signalled: the modular
+        # daemons' are guessed only when the setting was left at its default.
+        guessed = MODULAR_PIDFILES if settings.KVMWEB_LIBVIRTD_PIDFILE == DEFAULT_LIBVIRTD_PIDFILE else ()
         return cls(
             hooks_dir=Path(settings.KVMWEB_LIBVIRT_HOOKS_DIR),
             libvirtd_pidfiles=pidfiles,
             qemu_state_dir=Path(settings.KVMWEB_LIBVIRT_QEMU_STATE_DIR),
             rules_file=Path(settings.KVMWEB_FORWARD_RULES_FILE),
-            fallback_pidfiles=tuple(p for p in MODULAR_PIDFILES if p not in pidfiles),
+            fallback_pidfiles=guessed,
+            network_updates=Path(settings.KVMWEB_NETWORK_UPDATES_DIR) if settings.KVMWEB_NETWORK_UPDATES_DIR else None,
         )
+
+    @property
+    def network_updates_dir(self) -> Path:
+        return self.network_updates or self.rules_file.parent / "network-updates"
 
     def hook_path(self, kind: str) -> Path:
         return self.hooks_dir / f"{kind}.d" / "kvmweb"
@@ -269,7 +284,8 @@ def hook_text(kind: str, paths: HostPaths) -> str:
     call = (
         f"\n\nif __name__ == '__main__':\n"
         f"    sys.exit(hook_main({kind!r}, sys.argv[1:], rules_file={str(paths.rules_file)!r},"
-        f" qemu_state_dir={str(paths.qemu_state_dir)!r}))\n"
+        f" qemu_state_dir={str(paths.qemu_state_dir)!r},"
+        f" network_updates_dir={str(paths.network_updates_dir)!r}))\n"
     )
     return "#!/usr/bin/python3\n# Written by kvmweb's host worker: changes are overwritten.\n" + source + call
 

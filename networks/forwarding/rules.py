@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
 import tempfile
@@ -824,14 +826,112 @@ def hook_running_set(kind: str, argv: Sequence[str], qemu_state_dir: Path) -> se
     return None
 
 
+# ---- net-updates seen by the network hook (read by the host worker's event watcher) ---------
+#
+# libvirt emits no event for a net-update but runs the network hook with `NAME updated begin -`
+# once the update succeeded. The hook leaves a marker in the spool directory: one small file per
+# network, named by a digest of the name (never by the name itself, which comes from outside),
+# holding the name. Writing it again before the watcher took it is one marker, not two: the
+# spool never holds more files than the host has networks.
+
+NETWORK_NAME_MAX = 255  # the mirror's column
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*")
+MARKER_SUFFIX = ".updated"
+MARKER_MAX_BYTES = NETWORK_NAME_MAX + 1  # the name (ASCII) and its newline
+
+
+def valid_network_name(name) -> bool:
+    return isinstance(name, str) and len(name) <= NETWORK_NAME_MAX and bool(_NETWORK_NAME.fullmatch(name))
+
+
+def _marker_name(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest() + MARKER_SUFFIX
+
+
+def record_network_update(spool: Path, name: str) -> bool:
+    """Leave "network `name` was updated" in `spool`. False (nothing written) for a name that
+    is not a network name."""
+    if not valid_network_name(name):
+        return False
+    spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".", dir=spool)  # a reader skips dot files: never half a marker
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(name + "\n")
+        os.replace(tmp, spool / _marker_name(name))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def take_network_updates(spool: Path) -> list[str]:
+    """The names of the networks marked updated, sorted, their markers removed. Each marker is
+    first renamed out of the way, so an update recorded while it is read leaves a new one for
+    the next call. A marker that is not one (too long, a name that is not a network name or does
+    not match the file's name) is removed and ignored; what is not a regular file is left alone."""
+    try:
+        entries = [
+            e
+            for e in os.scandir(spool)
+            if e.name.endswith(MARKER_SUFFIX) and not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+        ]
+    except FileNotFoundError:
+        return []
+    names = set()
+    for entry in entries:
+        taken = spool / f".taken-{entry.name}"
+        try:
+            os.replace(entry.path, taken)
+        except FileNotFoundError:
+            continue
+        name = _read_marker(taken)
+        with contextlib.suppress(OSError):
+            taken.unlink()
+        if name is not None and _marker_name(name) == entry.name:
+            names.add(name)
+    return sorted(names)
+
+
+def _read_marker(path: Path) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        raw = f.read(MARKER_MAX_BYTES + 1)
+    try:
+        name = raw.decode().removesuffix("\n")
+    except UnicodeDecodeError:
+        return None
+    return name if len(raw) <= MARKER_MAX_BYTES and valid_network_name(name) else None
+
+
 def hook_main(
-    kind: str, argv: Sequence[str], *, rules_file: str, qemu_state_dir: str, lock_timeout: float = HOOK_LOCK_TIMEOUT
+    kind: str,
+    argv: Sequence[str],
+    *,
+    rules_file: str,
+    qemu_state_dir: str,
+    network_updates_dir: str = "",
+    lock_timeout: float = HOOK_LOCK_TIMEOUT,
 ) -> int:
     """What `qemu.d/kvmweb` and `network.d/kvmweb` run. Always exits 0: a failing hook would make
-    libvirt abort a guest's start or kill it on reconnect; errors go to libvirtd's log. Waits at
-    most `lock_timeout` seconds for the rules lock (libvirtd waits for the hook meanwhile)."""
+    libvirt abort a guest's start or kill it on reconnect, or report a net-update that was made
+    as failed; errors go to libvirtd's log. Waits at most `lock_timeout` seconds for the rules
+    lock (libvirtd waits for the hook meanwhile); a net-update's marker needs no lock."""
     with contextlib.suppress(OSError, ValueError):
         sys.stdin.read()  # libvirt writes the domain/network XML to us; take it and drop it
+    if kind == "network" and list(argv[1:2]) == ["updated"]:
+        try:
+            if network_updates_dir:
+                record_network_update(Path(network_updates_dir), argv[0])
+        except Exception as exc:
+            print(f"kvmweb network hook updated: {exc}", file=sys.stderr)
+        return 0
     try:
         with rules_lock(Path(rules_file), timeout=lock_timeout):
             running = hook_running_set(kind, argv, Path(qemu_state_dir))

@@ -2,14 +2,21 @@
 
 `inventory.read_host` parses every network and guest it reads. Parsing costs several times
 the reads themselves (measured on the test driver: ~0.1 ms a domain against ~0.012 ms for its
-XMLDesc), and a sync that finds a host unchanged needs none of it: it compares the XML with
-what it stored and parses only what differs. `read_host` here returns the same facts and node
-devices as inventory.read_host, and each network and guest as its XML and state, parsed on
-first use (`.info`).
+XMLDesc), and a sync that finds a host unchanged needs none of it: it compares digests of the
+XML with what it stored and parses only what differs. `read_host` here makes the same calls
+as inventory.read_host and returns the same facts and node devices (a device XML met before
+is not parsed again), and each network and guest as its XML and state, parsed on first use
+(`.info`).
+
+Each read also has a digest (`digest`, and a network's `leases_digest`): a short hash of
+everything the mirror derives from it, computed from what libvirt returned. The sync stores it
+with the row, and an object whose digest matches the stored one is neither parsed nor written.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass, field
 
 import libvirt
@@ -17,6 +24,17 @@ import libvirt
 from . import inventory, xml
 from .client import libvirt_errors
 from .types import DhcpLease, GuestInfo, HostFacts, HostInventory, NetworkInfo, NodeDeviceInfo
+
+# Part of every digest: changing it (when the mirror starts to derive something differently from
+# the same XML) makes the next sync write every row again.
+DIGEST_VERSION = "1"
+
+
+def digest(*parts: str) -> str:
+    """32 characters standing for `parts`, in order: the version, then 31 hex digits of their
+    SHA-256 (of the hashes hashlib offers, the quickest on this kind of machine)."""
+    text = parts[0] if len(parts) == 1 else "\0".join(parts)
+    return DIGEST_VERSION + hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:31]
 
 
 @dataclass(eq=False)
@@ -43,6 +61,17 @@ class NetworkRead:
             )  # fmt: skip
         return self._info
 
+    @property
+    def digest(self) -> str:
+        """Of what the network's row and its children are derived from (not the leases)."""
+        flags = f"{self.active:d}{self.autostart:d}{self.persistent:d}{self.leases_known:d}"
+        return digest(flags, self.live_xml, self.inactive_xml)
+
+    @property
+    def leases_digest(self) -> str:
+        """Of the leases, in any order (the driver may list them in another order each time)."""
+        return digest(*sorted(map(repr, self.leases)))
+
     @classmethod
     def of(cls, info: NetworkInfo) -> NetworkRead:
         return cls(
@@ -51,7 +80,7 @@ class NetworkRead:
         )  # fmt: skip
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class GuestRead:
     """A guest as read: its XML and state. A guest whose agent was asked is parsed already,
     with the agent's addresses on its interfaces."""
@@ -73,6 +102,15 @@ class GuestRead:
         if self._info is None:
             return {}
         return {n: iface.agent_addresses for n, iface in enumerate(self._info.interfaces) if iface.agent_addresses}
+
+    @property
+    def digest(self) -> str:
+        """Of the XML and what the guest agent added (the state is compared on its own: a
+        guest whose state alone changed costs a one-column write)."""
+        if self._info is None:  # not parsed: no agent was asked
+            return digest(self.xml)
+        agent = self.agent_addresses
+        return digest(self.xml, repr(sorted(agent.items()))) if agent else digest(self.xml)
 
     @classmethod
     def of(cls, info: GuestInfo) -> GuestRead:
@@ -106,7 +144,7 @@ def read_host(conn: libvirt.virConnect) -> HostRead:
     with libvirt_errors():
         networks = inventory._read_each(conn.listAllNetworks(), read_network, "network", warnings)
         guests = inventory._read_each(conn.listAllDomains(), lambda dom: read_guest(dom, agent), "guest", warnings)
-    devices = inventory.read_devices(conn, warnings)
+    devices = read_devices(conn, warnings)
     return HostRead(
         facts=inventory.read_facts(conn, warnings, devices),
         networks=networks,
@@ -114,6 +152,37 @@ def read_host(conn: libvirt.virConnect) -> HostRead:
         devices=devices,
         warnings=tuple(warnings),
     )
+
+
+def read_devices(conn: libvirt.virConnect, warnings: list[str]) -> tuple[NodeDeviceInfo, ...]:
+    """The calls of inventory.read_devices; a device XML met before is not parsed again."""
+    wanted = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV | libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET
+    devices = inventory._optional(warnings, "node devices", lambda: conn.listAllDevices(wanted), default=None)
+    if devices is None:
+        # Some drivers refuse combined capability flags: PCI devices alone, as inventory does.
+        devices = inventory._optional(
+            warnings, "PCI node devices",
+            lambda: conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV), default=[],
+        )  # fmt: skip
+    return tuple(parsed_device(dev.XMLDesc(0)) for dev in devices)
+
+
+# A host's node devices seldom change, and parsing them costs more than reading them: the last
+# few thousand parsed are kept (shared by the hosts a worker syncs; NodeDeviceInfo is frozen, so
+# one value serves every read of the same XML). Only XML of a usual size is kept: what a hostile
+# host returns must not fill the worker's memory.
+DEVICE_CACHE_SIZE, DEVICE_CACHE_MAX_XML = 4096, 16_384
+
+
+def parsed_device(device_xml: str) -> NodeDeviceInfo:
+    if len(device_xml) > DEVICE_CACHE_MAX_XML:
+        return xml.parse_node_device(device_xml)
+    return _cached_device(device_xml)
+
+
+@functools.lru_cache(maxsize=DEVICE_CACHE_SIZE)
+def _cached_device(device_xml: str) -> NodeDeviceInfo:
+    return xml.parse_node_device(device_xml)
 
 
 def read_network(net: libvirt.virNetwork) -> NetworkRead:
@@ -143,3 +212,8 @@ def read_guest(dom: libvirt.virDomain, agent: inventory.GuestAgentReader) -> Gue
     if agent.enabled and state == "running" and xml.GUEST_AGENT_CHANNEL in found.xml:
         found._info = agent.completed(dom, found.info)
     return found
+
+
+def device_digest(device: NodeDeviceInfo) -> str:
+    """Of every value the mirror stores about the device (its XML among them)."""
+    return digest(repr(device))

@@ -21,6 +21,8 @@ class NodeDevice(models.Model):
     net_interface = models.CharField(max_length=100, blank=True)
     net_mac = models.CharField(max_length=17, blank=True)
     xml = models.TextField(blank=True)
+    # A digest of the values last read (services.sync): a device read the same is not written again.
+    digest = models.CharField(max_length=32, blank=True, editable=False)
 
     class Meta:
         ordering = ["host", "capability", "name"]

@@ -15,6 +15,8 @@ class Guest(models.Model):
     hostdev_addresses = models.JSONField(default=list, blank=True)
     xml = models.TextField(blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
+    # A digest of what the last sync read (services.sync): a guest read the same is not written again.
+    digest = models.CharField(max_length=32, blank=True, editable=False)
 
     class Meta:
         ordering = ["host__name", "name"]

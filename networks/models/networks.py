@@ -28,6 +28,9 @@ class Network(models.Model):
     drifted = models.BooleanField(default=False, help_text="The running config differs from the persistent one.")
     leases_known = models.BooleanField(default=False, help_text="The host could list this network's DHCP leases.")
     synced_at = models.DateTimeField(null=True, blank=True)
+    # Digests of what the last sync read (services.sync): an object read the same is not written again.
+    digest = models.CharField(max_length=32, blank=True, editable=False)
+    leases_digest = models.CharField(max_length=32, blank=True, editable=False)
 
     class Meta:
         ordering = ["host__name", "name"]

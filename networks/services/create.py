@@ -17,7 +17,7 @@ from networks.models import Host, NetworkIp, Operation
 from .netupdate import bulk
 from .netupdate.common import gather, interface_name, invalid, number, text
 from .networks import NETWORK_NAME_RE
-from .operations import network_lock_key, operation_request
+from .operations import OperationRejected, network_lock_key, operation_request
 from .permissions import authorize
 from .pools import pool_create_parts
 
@@ -242,3 +242,39 @@ def network_request_create(
 def network_request_create_default(*, host: Host, actor, source: str) -> Operation:
     """libvirt's default NAT network (virbr0, 192.168.122.0/24), started and autostarted."""
     return network_request_create(host=host, actor=actor, source=source, start=True, autostart=True, **DEFAULT_NETWORK)
+
+
+# ---------------------------------------------------------------- from a whole XML (desired-state documents)
+
+
+def network_request_create_from_xml(
+    *, host: Host, network_xml: str, start: bool, autostart: bool, actor, source: str, message: str = ""
+) -> Operation:
+    """Create a network from its full XML, refused on every ground Edit XML refuses a document
+    for (its entries as libvirt took them on another host: see desired.check_create_xml)."""
+    from .desired import check_create_xml  # here: it imports xmlcheck, which imports this module
+    from .xmlcheck import parse_user_xml
+
+    authorize(actor=actor, action="network.create", host=host, source=source)
+    name = parse_user_xml(network_xml).findtext("name", "")
+    if not NETWORK_NAME_RE.match(name):
+        raise OperationRejected(f"{name[:60]!r} is not a network name (letters, digits, '.', '_', '-').")
+    if host.networks.filter(name=name).exists():
+        raise OperationRejected(f"A network named {name!r} already exists on {host.name}.")
+    root = check_create_xml(name, network_xml)
+    forward = root.find("forward")
+    return operation_request(
+        kind=OperationKind.NETWORK_CREATE,
+        host=host,
+        actor=actor,
+        source=source,
+        lock_key=network_lock_key(host, name),
+        target_name=name,
+        params={
+            "xml": network_xml,
+            "start": bool(start),
+            "autostart": bool(autostart),
+            "keep_defined": forward is not None and forward.get("mode") == POOL_MODE,
+        },
+        message=message,
+    )

@@ -8,7 +8,9 @@ thread checks the host's forwards every KVMWEB_FORWARD_CHECK_SECONDS (and at its
 their states stay current and a changed guest address is re-applied
 (forwards.host_forwards_periodic_check); it is a thread of its own because a check may wait on
 libvirt or on the rules lock, and the beats must go on meanwhile. The worker also runs its host's event watcher
-(host_worker_watcher_start), so the mirror follows the host's changes within seconds.
+(host_worker_watcher_start), so the mirror follows the host's changes within seconds. It
+installs the libvirt hooks when it starts, not at its first port forward: the network hook is
+how its watcher learns of net-updates, for which libvirt emits no event.
 """
 
 from __future__ import annotations
@@ -65,12 +67,31 @@ def host_worker_watcher_start(*, host_name: str) -> threading.Event:
     over the worker's own connection to the local daemon, in a daemon thread that ends with the
     worker process (or when the returned event is set). `manage.py watchhosts` leaves a host
     whose worker beats alone, so the thread starts whatever the database says now: a host not
-    there yet (or a database briefly away) is looked up by name again, with backoff."""
+    there yet (or a database briefly away) is looked up by name again, with backoff.
+
+    The hooks are installed first: the network hook's markers (one per net-update) are how the
+    watcher sees net-updates within a second."""
+    from networks.forwarding.engine import HostPaths
     from networks.services.watch import watcher_start
 
+    paths = HostPaths.from_settings()
+    if not settings.KVMWEB_HOST_WORKER_URI.startswith("test:"):  # the test driver runs no hooks
+        _install_hooks(paths)
     stop = threading.Event()
-    watcher_start(stop=stop, host_name=host_name)
+    watcher_start(stop=stop, host_name=host_name, updates_dir=paths.network_updates_dir)
     return stop
+
+
+def _install_hooks(paths) -> None:
+    """Install (or refresh) the hooks now. A failure is logged, not raised: the watcher still
+    runs, and its periodic XML check sees net-updates without the hook, only later."""
+    from networks.forwarding.engine import install_hooks
+
+    try:
+        for warning in install_hooks(paths).warnings:
+            logger.warning("host worker: %s", warning)
+    except Exception:
+        logger.exception("host worker: installing the libvirt hooks failed")
 
 
 def _beat_forever(host_name: str, stop: threading.Event) -> None:

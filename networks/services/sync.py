@@ -1,18 +1,22 @@
 """Mirroring a host: read it in bulk through the hypervisor layer, then write the rows.
 
-A host sync loads the host's rows once (a few queries), compares them with what libvirt
-returned, parses and writes only what differs, and writes that in set-based statements
-(bulk_create, bulk_update, one DELETE per table for what is gone). So its number of queries
-does not grow with the host, and a host found unchanged costs its reads, those few SELECTs
-and one UPDATE of the host row (its facts and `last_sync_at`): no mirror row is written.
+A host sync loads the digests of the host's rows once (a few queries), compares them with the
+digests of what libvirt returned (snapshot: a hash of each object's XML, state flags and
+leases, as read), parses and writes only what differs, and writes that in set-based statements
+(bulk_create; one UPDATE … FROM (VALUES …) per table for the rows that changed; one DELETE per
+table for what is gone). So its number of queries does not grow with the host, and a host
+found unchanged costs its reads, those few SELECTs and one UPDATE of the host row (its facts
+and `last_sync_at`): no mirror row is written, and no XML parsed.
 
-What counts as unchanged: a network whose live and persistent XML, active/autostart/persistent
-flags and DHCP leases are what the mirror holds; a guest whose XML, state and guest-agent
-addresses are; a node device whose parsed values are. Everything the mirror stores about an
-object is derived from those, so an object that compares equal needs no write. A row's
-`synced_at` is therefore the time it last changed (or the event watcher last read it, below);
-`Host.last_sync_at` says when the host was last found to match. `mirror_host(..., full=True)`
-rewrites every row (after an upgrade that derives a stored value differently, for instance).
+What counts as unchanged: a network whose live and persistent XML and active/autostart/
+persistent flags are what they were (its DHCP leases have a digest of their own, so a renewed
+lease rewrites the leases alone); a guest whose XML and guest-agent addresses are (a changed
+state alone is a one-column write); a node device whose parsed values are. Everything the
+mirror stores about an object is derived from those, so an object whose digest matches needs
+no write. A row's `synced_at` is therefore the time it last changed (or the event watcher last
+read it, below); `Host.last_sync_at` says when the host was last found to match.
+`mirror_host(..., full=True)` rewrites every row (snapshot.DIGEST_VERSION does the same for
+every host at once, when the mirror starts to derive a stored value differently).
 
 The event watcher (services.watch) writes single objects while a sync may be reading the whole
 host. Both writers lock the host row (`lock_host`) for their write, so they take turns; and a
@@ -24,20 +28,21 @@ sync's read, and that sync neither updates nor deletes it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from networks.choices import AuditSource, HostStatus, OperationKind
 from networks.hypervisor import networks as hv_networks
 from networks.hypervisor import snapshot
 from networks.hypervisor.errors import HypervisorError, NotFound, brief_message
-from networks.hypervisor.snapshot import GuestRead, HostRead, NetworkRead
+from networks.hypervisor.snapshot import GuestRead, HostRead, NetworkRead, device_digest
 from networks.hypervisor.types import GuestInfo, HostInventory, NetworkInfo, NodeDeviceInfo
 from networks.models import (
     DhcpLease,
@@ -85,8 +90,9 @@ def host_sync_run(operation: Operation, progress: Progress) -> Outcome:
 
 
 def lock_host(host_id: int) -> None:
-    """Take the host row's lock until the end of the transaction: the sync and the event
-    watcher write a host's mirror one at a time."""
+    """Take the host row's lock until the end of the transaction: the sync, the event watcher
+    and an operation's re-read write a host's mirror one at a time. (mirror_host takes the same
+    lock by updating the host row first.)"""
     Host.objects.select_for_update().only("pk").get(pk=host_id)
 
 
@@ -97,16 +103,15 @@ def mirror_host(host: Host, found: HostRead | HostInventory, *, full: bool = Fal
     if isinstance(found, HostInventory):
         found = HostRead.of(found)
     with transaction.atomic():
-        lock_host(host.pk)
         now = timezone.now()
-        _mirror_facts(host, found, now)
-        networks = _NetworkWriter(host, now, full, fresh_after=read_at)
+        _mirror_facts(host, found, now)  # first: updating the host row takes its lock (lock_host)
+        stored = _load_host(host, fresh_after=read_at)
+        networks = _NetworkWriter(host, now, full, stored.networks)
         networks.write(found.networks, whole_host=True)
-        guests = _GuestWriter(
-            host, now, full, networks.ids, created_networks=networks.created_names, fresh_after=read_at
-        )
+        unlinked = {guest_id for guest_id, source in stored.unlinked if source in networks.ids}
+        guests = _GuestWriter(host, now, full, stored.guests, networks.ids, networks.created_names, unlinked)
         guests.write(found.guests, whole_host=True)
-        devices = mirror_devices(host, found.devices)
+        devices = mirror_devices(host, found.devices, stored.devices)
     return {
         "networks": len(found.networks),
         "guests": len(found.guests),
@@ -117,7 +122,7 @@ def mirror_host(host: Host, found: HostRead | HostInventory, *, full: bool = Fal
 
 def _mirror_facts(host: Host, found: HostRead, now) -> None:
     facts = found.facts
-    Host.objects.filter(pk=host.pk).update(
+    updated = Host.objects.filter(pk=host.pk).update(
         status=HostStatus.REACHABLE,
         last_error="",
         last_sync_at=now,
@@ -135,6 +140,74 @@ def _mirror_facts(host: Host, found: HostRead, now) -> None:
         nic_uses=dict(facts.nic_uses),
         sync_warnings=list(found.warnings),
     )
+    if not updated:
+        raise Host.DoesNotExist(f"host {host.pk} was removed")
+
+
+# ---------------------------------------------------------------- what the mirror holds
+
+
+@dataclass
+class _Stored:
+    """Rows of one table: name → (pk, digest, a third value), and the names of the rows
+    written after the sync's read began (by the event watcher: newer than what was read)."""
+
+    rows: dict[str, tuple] = field(default_factory=dict)
+    fresh: set[str] = field(default_factory=set)
+
+    def add(self, pk: int, name: str, digest: str, third, fresh) -> None:
+        self.rows[name] = (pk, digest, third)
+        if fresh:
+            self.fresh.add(name)
+
+
+@dataclass
+class _HostRows:
+    networks: _Stored = field(default_factory=_Stored)  # third value: the leases digest
+    guests: _Stored = field(default_factory=_Stored)  # third value: the state
+    devices: _Stored = field(default_factory=_Stored)  # third value: the PF's pk, as text
+    unlinked: list[tuple[int, str]] = field(default_factory=list)  # (guest pk, network name)
+
+
+def _load_host(host: Host, fresh_after) -> _HostRows:
+    """The digests of every network, guest and node device of `host`, and the interfaces of type
+    network that link to no network, in one query (the ORM has no UNION ALL of tables whose
+    columns differ). Each row's `fresh` is computed by the database: no timestamp is loaded."""
+    quote = connection.ops.quote_name
+    tables = {model: quote(model._meta.db_table) for model in (Network, Guest, NodeDevice, GuestInterface)}
+    fresh, fresh_params = "FALSE", []
+    if fresh_after is not None:
+        fresh, fresh_params = "synced_at > %s", [connection.ops.adapt_datetimefield_value(fresh_after)]
+    sql = (
+        f"SELECT 'network', id, name, digest, leases_digest, {fresh} FROM {tables[Network]} WHERE host_id = %s "
+        f"UNION ALL SELECT 'guest', id, name, digest, state, {fresh} FROM {tables[Guest]} WHERE host_id = %s "
+        f"UNION ALL SELECT 'device', id, name, digest, CAST(physical_function_id AS VARCHAR(20)), FALSE "
+        f"FROM {tables[NodeDevice]} WHERE host_id = %s "
+        f"UNION ALL SELECT 'unlinked', i.guest_id, i.source, '', '', FALSE FROM {tables[GuestInterface]} i "
+        f"JOIN {tables[Guest]} g ON g.id = i.guest_id "
+        f"WHERE g.host_id = %s AND i.network_id IS NULL AND i.type = 'network'"
+    )
+    params = [*fresh_params, host.pk, *fresh_params, host.pk, host.pk, host.pk]
+    found = _HostRows()
+    tables_of = {"network": found.networks, "guest": found.guests, "device": found.devices}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for kind, pk, name, digest, third, is_fresh in cursor.fetchall():
+            if kind == "unlinked":
+                found.unlinked.append((pk, name))
+            else:
+                tables_of[kind].add(pk, name, digest, third, is_fresh)
+    return found
+
+
+def _load_named(model: type[Model], host: Host, names: list[str], third: str) -> _Stored:
+    """As _load_host, for the few objects named (one network or guest, written on its own)."""
+    stored = _Stored()
+    for pk, name, digest, value in (
+        model.objects.filter(host=host, name__in=names).order_by().values_list("pk", "name", "digest", third)
+    ):
+        stored.add(pk, name, digest, value, False)
+    return stored
 
 
 # ---------------------------------------------------------------- networks
@@ -144,39 +217,29 @@ def mirror_network(host: Host, info: NetworkInfo, now=None) -> Network:
     """Write one network and replace its children with what the host reported, in one
     transaction: a reader never sees the network without its reservations, and a failure
     part way leaves the previous mirror whole. A network the mirror already holds as read
-    is left as it is."""
+    is left as it is. The write holds the host's lock, as a sync's and the watcher's do."""
     with transaction.atomic():
-        writer = _NetworkWriter(host, now or timezone.now(), full=False, names=[info.name])
+        lock_host(host.pk)
+        stored = _load_named(Network, host, [info.name], "leases_digest")
+        writer = _NetworkWriter(host, now or timezone.now(), full=False, stored=stored)
         writer.write([NetworkRead.of(info)], whole_host=False)
         return writer.rows[info.name]
 
 
-_NETWORK_STATE = ("live_xml", "inactive_xml", "active", "autostart", "persistent", "leases_known")
 _NETWORK_FIELDS = (
     "uuid", "forward_mode", "forward_dev", "bridge", "stp", "mtu", "domain_name", "active", "autostart",
-    "persistent", "connections", "live_xml", "inactive_xml", "drifted", "leases_known", "synced_at",
+    "persistent", "connections", "live_xml", "inactive_xml", "drifted", "leases_known", "synced_at", "digest",
 )  # fmt: skip
-_LEASE_FIELDS = ("mac", "address", "prefix", "hostname", "client_id", "expires_at")
 
 
 class _NetworkWriter:
-    """The networks of one host (or the few named), loaded once, then written as a set."""
+    """The networks of one host (or the few named): their digests loaded once, then only those
+    that differ parsed and written, as a set."""
 
-    def __init__(self, host: Host, now, full: bool, names: list[str] | None = None, fresh_after=None):
+    def __init__(self, host: Host, now, full: bool, stored: _Stored):
         self.host, self.now, self.full = host, now, full
-        rows = Network.objects.filter(host=host)
-        if names is not None:
-            rows = rows.filter(name__in=names)
-        self.stored, self.fresh = {}, set()
-        for *row, synced_at in rows.values_list("pk", "name", *_NETWORK_STATE, "synced_at"):
-            self.stored[row[1]] = row
-            if fresh_after and synced_at and synced_at > fresh_after:
-                self.fresh.add(row[1])  # written after the read began: newer than what was read
+        self.stored, self.fresh = stored.rows, stored.fresh
         self.ids = {name: row[0] for name, row in self.stored.items()}
-        leases = DhcpLease.objects.filter(network__in=rows.values("pk")).values_list("network_id", *_LEASE_FIELDS)
-        self.stored_leases: dict[int, list] = defaultdict(list)
-        for network_id, *values in leases:
-            self.stored_leases[network_id].append(tuple(values))
         self.rows: dict[str, Network] = {}  # the rows written (or found unchanged, by mirror_network)
         self.created_names: set[str] = set()
         self.written = 0
@@ -187,25 +250,22 @@ class _NetworkWriter:
             row = self.stored.get(read.name)
             if row is None:
                 new.append(read)
+            elif read.name in self.fresh:
                 continue
-            if read.name in self.fresh:
-                continue
-            if self.full or tuple(row[2:]) != tuple(getattr(read, name) for name in _NETWORK_STATE):
-                changed.append(read)
-            stored_leases = sorted(self.stored_leases.get(row[0], ()), key=repr)
-            if self.full or stored_leases != sorted(map(_lease_values, read.leases), key=repr):
-                leases_changed.append(read)
+            else:
+                if self.full or row[1] != read.digest:
+                    changed.append(read)
+                if self.full or row[2] != read.leases_digest:
+                    leases_changed.append(read)
         if whole_host:
-            found_names = {read.name for read in found}
-            kept = found_names | self.fresh
+            kept = {read.name for read in found} | self.fresh
             gone = [row[0] for name, row in self.stored.items() if name not in kept]
             if gone:
                 Network.objects.filter(pk__in=gone).delete()  # cascades to every child row
                 self.ids = {name: pk for name, pk in self.ids.items() if name in kept}
         created = Network.objects.bulk_create(self._network_row(read) for read in new)
         updated = [self._network_row(read, pk=self.ids[read.name]) for read in changed]
-        if updated:
-            Network.objects.bulk_update(updated, _NETWORK_FIELDS)
+        update_rows(Network, [_values(row, _NETWORK_FIELDS) for row in updated])
         for row in (*created, *updated):
             self.rows[row.name] = row
             self.ids[row.name] = row.pk
@@ -240,6 +300,8 @@ class _NetworkWriter:
             drifted=info.active and info.persistent and xml_differs(info.live_xml, info.inactive_xml),
             leases_known=info.leases_known,
             synced_at=self.now,
+            digest=read.digest,
+            leases_digest=read.leases_digest,
         )
 
     def _replace_children(self, reads: list[NetworkRead], old_ids: list[int]) -> None:
@@ -256,51 +318,46 @@ class _NetworkWriter:
         for read in reads:
             network_id = self.ids[read.name]
             for position, ip in enumerate(read.info.ips):
-                ips.append(
-                    NetworkIp(
-                        network_id=network_id, position=position, address=ip.address, prefix=ip.prefix,
-                        family=ip.family, **NetworkIp.bounds_of(ip.address, ip.prefix),
-                    )
-                )  # fmt: skip
+                ips.append({
+                    "network_id": network_id, "position": position, "address": ip.address, "prefix": ip.prefix,
+                    "family": ip.family, **NetworkIp.bounds_of(ip.address, ip.prefix),
+                })  # fmt: skip
                 ip_infos.append((network_id, ip))
-        NetworkIp.objects.bulk_create(ips)
-        DhcpRange.objects.bulk_create(
-            DhcpRange(ip=row, start=r.start, end=r.end, size=DhcpRange.size_of(r.start, r.end))
-            for row, (_, ip) in zip(ips, ip_infos, strict=True)
+        ip_ids = insert_rows(NetworkIp, ips, returning=True)
+        insert_rows(DhcpRange, [
+            {"ip_id": ip_id, "start": r.start, "end": r.end, "size": DhcpRange.size_of(r.start, r.end)}
+            for ip_id, (_, ip) in zip(ip_ids, ip_infos, strict=True)
             for r in ip.dhcp_ranges
-        )
-        DhcpReservation.objects.bulk_create(
-            DhcpReservation(network_id=network_id, ip=row, address=h.ip, mac=h.mac, host_id=h.host_id, name=h.name)
-            for row, (network_id, ip) in zip(ips, ip_infos, strict=True)
+        ])  # fmt: skip
+        insert_rows(DhcpReservation, [
+            {"network_id": network_id, "ip_id": ip_id, "address": h.ip, "mac": h.mac, "host_id": h.host_id,
+             "name": h.name}
+            for ip_id, (network_id, ip) in zip(ip_ids, ip_infos, strict=True)
             for h in ip.dhcp_hosts
-        )
-        DnsRecord.objects.bulk_create(
-            DnsRecord(network_id=self.ids[read.name], **vars(record))
-            for read in reads
-            for record in read.info.dns_records
-        )
-        Portgroup.objects.bulk_create(
-            Portgroup(network_id=self.ids[read.name], **_portgroup_values(pg))
+        ])  # fmt: skip
+        insert_rows(DnsRecord, [
+            {"network_id": self.ids[read.name], **vars(record)} for read in reads for record in read.info.dns_records
+        ])  # fmt: skip
+        insert_rows(Portgroup, [
+            {"network_id": self.ids[read.name], **_portgroup_values(pg)}
             for read in reads
             for pg in read.info.portgroups
-        )
-        ForwardInterface.objects.bulk_create(
-            ForwardInterface(network_id=self.ids[read.name], **vars(fwd))
-            for read in reads
-            for fwd in read.info.forward_interfaces
-        )
+        ])  # fmt: skip
+        insert_rows(ForwardInterface, [
+            {"network_id": self.ids[read.name], **vars(fwd)} for read in reads for fwd in read.info.forward_interfaces
+        ])  # fmt: skip
 
     def _replace_leases(self, reads: list[NetworkRead], old_ids: list[int]) -> None:
+        """The leases of `reads`, replacing those of the networks `old_ids` (whose rows, where
+        not rewritten, get the new leases digest)."""
         if old_ids:
             DhcpLease.objects.filter(network_id__in=old_ids).delete()
-        DhcpLease.objects.bulk_create(_lease_row(self.ids[read.name], lease) for read in reads for lease in read.leases)
-
-
-def _lease_values(lease) -> tuple:
-    """A lease as the mirror stores it (the fields of _LEASE_FIELDS), for comparing."""
-    row = _lease_row(None, lease)
-    row.address = DhcpLease._meta.get_field("address").get_prep_value(row.address)
-    return tuple(getattr(row, name) for name in _LEASE_FIELDS)
+            rewritten = {row.pk for row in self.rows.values()}
+            update_rows(Network, [
+                {"id": self.ids[read.name], "leases_digest": read.leases_digest} for read in reads
+                if self.ids[read.name] not in rewritten
+            ])  # fmt: skip
+        insert_rows(DhcpLease, [_lease_row(self.ids[read.name], lease) for read in reads for lease in read.leases])
 
 
 # ---------------------------------------------------------------- guests
@@ -308,62 +365,42 @@ def _lease_values(lease) -> tuple:
 
 def mirror_guest(host: Host, info: GuestInfo, networks: dict[str, Network], now) -> None:
     """Write one guest and its interfaces into the mirror, as read from its host. `networks`
-    maps the host's network names to their rows (or ids): an interface on one links to it."""
+    maps the host's network names to their rows (or ids): an interface on one links to it.
+    The write holds the host's lock, as a sync's and the watcher's do."""
     ids = {name: getattr(network, "pk", network) for name, network in networks.items()}
-    writer = _GuestWriter(host, now or timezone.now(), full=True, network_ids=ids, names=[info.name])
-    writer.write([GuestRead.of(info)], whole_host=False)
-
-
-_GUEST_FIELDS = ("uuid", "state", "hostdev_addresses", "xml", "synced_at")
+    with transaction.atomic():
+        lock_host(host.pk)
+        stored = _load_named(Guest, host, [info.name], "state")
+        writer = _GuestWriter(host, now or timezone.now(), full=True, stored=stored, network_ids=ids)
+        writer.write([GuestRead.of(info)], whole_host=False)
 
 
 class _GuestWriter:
-    """The guests of one host (or the few named), loaded once, then written as a set."""
+    """The guests of one host (or the few named): their digests loaded once, then only those
+    that differ parsed and written, as a set."""
 
     def __init__(
-        self, host: Host, now, full: bool, network_ids: dict[str, int],
-        created_networks: set[str] = frozenset(), names: list[str] | None = None, fresh_after=None,
+        self, host: Host, now, full: bool, stored: _Stored, network_ids: dict[str, int],
+        created_networks: set[str] = frozenset(), unlinked: set[int] = frozenset(),
     ):  # fmt: skip
         self.host, self.now, self.full = host, now, full
+        self.stored, self.fresh = stored.rows, stored.fresh
         self.network_ids, self.created_networks = network_ids, created_networks
-        rows = Guest.objects.filter(host=host)
-        if names is not None:
-            rows = rows.filter(name__in=names)
-        self.stored, self.fresh = {}, set()
-        for pk, name, xml, state, synced_at in rows.values_list("pk", "name", "xml", "state", "synced_at"):
-            self.stored[name] = (pk, xml, state)
-            if fresh_after and synced_at and synced_at > fresh_after:
-                self.fresh.add(name)  # written after the read began: newer than what was read
+        # Guests with an interface on one of the host's networks that lost its link (the network
+        # was removed and defined again since the guest was written): they are written again.
+        self.unlinked = unlinked
         self.written = 0
-        if full:
-            return
-        # One query for what the XML does not tell: the guest agent's addresses, and interfaces on
-        # one of the host's networks that lost their link (the network was removed and defined
-        # again since their guest was written: their guests are written again).
-        self.stored_agent: dict[int, dict[int, tuple]] = defaultdict(dict)
-        self.unlinked: set[int] = set()
-        interfaces = GuestInterface.objects.filter(guest__host=host)
-        if names is not None:
-            interfaces = interfaces.filter(guest__name__in=names)
-        wanted = ~Q(agent_addresses=[]) | Q(network__isnull=True, type="network")
-        for guest_id, position, addresses, network_id, source in interfaces.filter(wanted).values_list(
-            "guest_id", "position", "agent_addresses", "network_id", "source"
-        ):
-            if addresses:
-                self.stored_agent[guest_id][position] = tuple(addresses)
-            if network_id is None and source in network_ids:
-                self.unlinked.add(guest_id)
 
-    def _needs_rewrite(self, read: GuestRead, pk: int, xml: str) -> bool:
-        if self.full or xml != read.xml or pk in self.unlinked:
+    def _needs_rewrite(self, read: GuestRead, pk: int, digest: str) -> bool:
+        if self.full or digest != read.digest or pk in self.unlinked:
             return True
-        if self.stored_agent.get(pk, {}) != read.agent_addresses:
-            return True
+        if not self.created_networks:
+            return False
         # A network created by this sync: guests whose XML names it link to it now, whatever the
         # interface's type (a hostdev or direct NIC from a pool network too). libvirt quotes
         # attributes with ' (and escapes a ' inside as &apos;); XML written elsewhere may use ".
         return any(
-            f"network='{escape(name, {chr(39): '&apos;'})}'" in xml or f"network={quoteattr(name)}" in xml
+            f"network='{escape(name, {chr(39): '&apos;'})}'" in read.xml or f"network={quoteattr(name)}" in read.xml
             for name in self.created_networks
         )
 
@@ -378,63 +415,44 @@ class _GuestWriter:
             elif self._needs_rewrite(read, stored[0], stored[1]):
                 rewritten.append((stored[0], read))
             elif stored[2] != read.state:
-                state_only.append(Guest(pk=stored[0], state=read.state, synced_at=self.now))
+                state_only.append({"id": stored[0], "state": read.state, "synced_at": self.now})
         if whole_host:
-            found_names = {read.name for read in found}
-            gone = [row[0] for name, row in self.stored.items() if name not in found_names | self.fresh]
+            kept = {read.name for read in found} | self.fresh
+            gone = [row[0] for name, row in self.stored.items() if name not in kept]
             if gone:
                 Guest.objects.filter(pk__in=gone).delete()
-        # A state change alone (started, paused, stopped): one UPDATE per state reached, far
-        # cheaper than bulk_update's CASE per row.
-        by_state: dict[str, list[int]] = defaultdict(list)
-        for row in state_only:
-            by_state[row.state].append(row.pk)
-        for state, pks in by_state.items():
-            Guest.objects.filter(pk__in=pks).update(state=state, synced_at=self.now)
-        created = Guest.objects.bulk_create(self._guest_row(read) for read in new)
-        updated = [self._guest_row(read, pk) for pk, read in rewritten]
-        if updated:
-            Guest.objects.bulk_update(updated, _GUEST_FIELDS)
-            GuestInterface.objects.filter(guest_id__in=[row.pk for row in updated]).delete()
-        GuestInterface.objects.bulk_create(
-            _interface_row(row.pk, position, iface, self.network_ids)
-            for row, read in zip((*created, *updated), (*new, *(read for _, read in rewritten)), strict=True)
+        # A state change alone (started, paused, stopped): two columns, no XML parsed.
+        update_rows(Guest, state_only)
+        created = insert_rows(Guest, [self._guest_row(read) for read in new], returning=True)
+        if rewritten:
+            update_rows(Guest, [self._guest_row(read, pk) for pk, read in rewritten])
+            GuestInterface.objects.filter(guest_id__in=[pk for pk, _ in rewritten]).delete()
+        written = [*zip(created, new, strict=True), *rewritten]
+        insert_rows(GuestInterface, [
+            _interface_row(pk, position, iface, self.network_ids)
+            for pk, read in written
             for position, iface in enumerate(read.info.interfaces)
-        )
-        self.written = len(new) + len(rewritten) + len(state_only)
+        ])  # fmt: skip
+        self.written = len(written) + len(state_only)
 
-    def _guest_row(self, read: GuestRead, pk: int | None = None) -> Guest:
+    def _guest_row(self, read: GuestRead, pk: int | None = None) -> dict:
         info = read.info
-        return Guest(
-            pk=pk,
-            host=self.host,
-            name=info.name,
-            uuid=info.uuid,
-            state=info.state,
-            hostdev_addresses=list(info.hostdev_addresses),
-            xml=info.xml,
-            synced_at=self.now,
-        )
+        row = {
+            "host_id": self.host.pk, "name": info.name, "uuid": info.uuid, "state": info.state,
+            "hostdev_addresses": list(info.hostdev_addresses), "xml": info.xml, "synced_at": self.now,
+            "digest": read.digest,
+        }  # fmt: skip
+        return row if pk is None else {"id": pk, **row}
 
 
-def _interface_row(guest_id: int, position: int, iface, network_ids: dict[str, int]) -> GuestInterface:
-    return GuestInterface(
-        guest_id=guest_id,
-        position=position,
-        type=iface.type,
-        mac=iface.mac,
-        source=iface.source,
-        model=iface.model,
-        target_dev=iface.target_dev,
-        vlan_tags=list(iface.vlan_tags),
-        portgroup=iface.portgroup,
-        source_mode=iface.source_mode,
-        link_state=iface.link_state,
-        bandwidth=bandwidth_value(iface),
-        pci_address=iface.pci_address,
-        agent_addresses=list(iface.agent_addresses),
-        network_id=network_ids.get(iface.network),
-    )
+def _interface_row(guest_id: int, position: int, iface, network_ids: dict[str, int]) -> dict:
+    return {
+        "guest_id": guest_id, "position": position, "type": iface.type, "mac": iface.mac, "source": iface.source,
+        "model": iface.model, "target_dev": iface.target_dev, "vlan_tags": list(iface.vlan_tags),
+        "portgroup": iface.portgroup, "source_mode": iface.source_mode, "link_state": iface.link_state,
+        "bandwidth": bandwidth_value(iface), "pci_address": iface.pci_address,
+        "agent_addresses": list(iface.agent_addresses), "network_id": network_ids.get(iface.network),
+    }  # fmt: skip
 
 
 def bandwidth_value(iface) -> dict:
@@ -450,46 +468,45 @@ def bandwidth_value(iface) -> dict:
 
 # ---------------------------------------------------------------- node devices
 
-_DEVICE_FIELDS = (
-    "parent", "capability", "pci_address", "driver", "vendor", "product", "iommu_group", "vf_max",
-    "vf_addresses", "net_interface", "net_mac", "xml",
-)  # fmt: skip
 
-
-def mirror_devices(host: Host, devices: tuple[NodeDeviceInfo, ...]) -> int:
+def mirror_devices(host: Host, devices: tuple[NodeDeviceInfo, ...], loaded: _Stored | None = None) -> int:
     """Node devices as read, and each SR-IOV VF linked to its PF (by the PF's PCI address).
-    Returns how many rows were written."""
-    stored = {device.name: device for device in NodeDevice.objects.filter(host=host)}
+    `loaded`: the host's device rows, when the caller loaded them already. Returns how many
+    rows were written."""
+    if loaded is None:
+        loaded = _Stored()
+        for row in (
+            NodeDevice.objects.filter(host=host).order_by().values_list("pk", "name", "digest", "physical_function_id")
+        ):
+            loaded.add(*row, False)
+    stored = {
+        name: (pk, digest, None if pf_id is None else int(pf_id)) for name, (pk, digest, pf_id) in loaded.rows.items()
+    }
     found_names = {info.name for info in devices}
-    gone = [device.pk for name, device in stored.items() if name not in found_names]
+    gone = {row[0] for name, row in stored.items() if name not in found_names}
     if gone:
         NodeDevice.objects.filter(pk__in=gone).delete()  # their VFs' links are cleared
     new, changed = [], []
     for info in devices:
-        values = _device_values(info)
-        device = stored.get(info.name)
-        if device is None:
-            new.append(NodeDevice(host=host, **values))
-        elif any(getattr(device, name) != values[name] for name in _DEVICE_FIELDS):
-            for name in _DEVICE_FIELDS:
-                setattr(device, name, values[name])
-            changed.append(device)
-    if changed:
-        NodeDevice.objects.bulk_update(changed, _DEVICE_FIELDS)
-    rows = {device.name: device for device in NodeDevice.objects.bulk_create(new)}
-    rows.update((name, device) for name, device in stored.items() if name in found_names)
-    by_address = {device.pci_address: device.pk for device in rows.values() if device.pci_address}
+        digest = device_digest(info)
+        row = stored.get(info.name)
+        if row is None:
+            new.append(NodeDevice(host=host, digest=digest, **_device_values(info)))
+        elif row[1] != digest:
+            changed.append({"id": row[0], "digest": digest, **_device_values(info)})
+    update_rows(NodeDevice, changed)
+    ids = {name: row[0] for name, row in stored.items() if name in found_names}
+    ids.update((device.name, device.pk) for device in NodeDevice.objects.bulk_create(new))
+    by_address = {info.pci_address: ids[info.name] for info in devices if info.pci_address}
     relinked = []
     for info in devices:
-        device = rows[info.name]
         pf = by_address.get(info.pf_address) if info.pf_address else None
-        current = None if device.physical_function_id in gone else device.physical_function_id
-        if pf != current or device.physical_function_id in gone:
-            device.physical_function_id = pf
-            relinked.append(device)
-    if relinked:
-        NodeDevice.objects.bulk_update(relinked, ["physical_function"])
-    return len(new) + len({device.name for device in (*changed, *relinked)} - {device.name for device in new})
+        row = stored.get(info.name)
+        current = row[2] if row and row[2] not in gone else None  # a deleted PF's links were cleared
+        if pf != current:
+            relinked.append({"id": ids[info.name], "physical_function_id": pf})
+    update_rows(NodeDevice, relinked)
+    return len({row["id"] for row in (*changed, *relinked)} | {device.pk for device in new})
 
 
 def _device_values(info: NodeDeviceInfo) -> dict:
@@ -497,6 +514,108 @@ def _device_values(info: NodeDeviceInfo) -> dict:
     values.pop("pf_address")
     values["vf_addresses"] = list(info.vf_addresses)
     return values
+
+
+# ---------------------------------------------------------------- set-based writes
+#
+# bulk_create and bulk_update build a model instance per row and, for bulk_update, a CASE per
+# field with a branch per row: for the few hundred rows of a host that is most of a sync's time.
+# These two write plain dicts (attribute name → value) in one statement per batch instead.
+
+# Fields whose values (str, int, bool or None, as parsed) the database drivers take as they are.
+_PLAIN_TYPES = frozenset({
+    "CharField", "TextField", "BooleanField", "ForeignKey", "IntegerField", "SmallIntegerField",
+    "BigIntegerField", "PositiveIntegerField", "PositiveSmallIntegerField", "PositiveBigIntegerField",
+})  # fmt: skip
+
+
+def _preparers(fields) -> list:
+    """For each field, None where the value goes as it is, else what prepares it (JSON, dates,
+    IP addresses: each as Django would write it)."""
+    return [
+        None
+        if field.get_internal_type() in _PLAIN_TYPES
+        else functools.partial(field.get_db_prep_save, connection=connection)
+        for field in fields
+    ]
+
+
+def _values(instance: Model, names) -> dict:
+    """`names` of `instance`, and its pk as "id" (a row for update_rows)."""
+    return {"id": instance.pk, **{name: getattr(instance, name) for name in names}}
+
+
+def _params(rows: list[dict], names: list[str], preparers: list) -> list:
+    params = []
+    for row in rows:
+        params.extend(
+            row[name] if prepare is None else prepare(row[name]) for name, prepare in zip(names, preparers, strict=True)
+        )
+    return params
+
+
+def _batches(rows: list, per_row: int):
+    size = max(1, (connection.features.max_query_params or 65535) // per_row)
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def insert_rows(model: type[Model], rows: list[dict], *, returning: bool = False) -> list[int]:
+    """INSERT `rows`; a field a row leaves out gets its default. Returns the new rows' pks, in
+    the order of `rows`, when `returning` (as bulk_create relies on, both databases return
+    the rows of a multi-row INSERT … RETURNING in the order of its VALUES)."""
+    if not rows:
+        return []
+    opts = model._meta
+    fields = [field for field in opts.concrete_fields if not field.primary_key]
+    names = [field.attname for field in fields]
+    missing = [field for field in fields if field.attname not in rows[0]]
+    if missing:
+        defaults = {field.attname: field.get_default() for field in missing}
+        rows = [{**defaults, **row} for row in rows]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    tail = f" RETURNING {quote(opts.pk.column)}" if returning else ""
+    preparers = _preparers(fields)
+    ids = []
+    with connection.cursor() as cursor:
+        for chunk in _batches(rows, len(fields)):
+            cursor.execute(
+                f"INSERT INTO {quote(opts.db_table)} ({columns}) VALUES {', '.join([row_sql] * len(chunk))}{tail}",
+                _params(chunk, names, preparers),
+            )
+            if returning:
+                ids.extend(row[0] for row in cursor.fetchall())
+    return ids
+
+
+def update_rows(model: type[Model], rows: list[dict]) -> None:
+    """UPDATE the rows whose pk is each dict's "id" with the dict's other values, as one
+    UPDATE … FROM (VALUES (id, value, …), …) per batch. Every dict has the same keys."""
+    if not rows:
+        return
+    opts = model._meta
+    names = list(rows[0])
+    fields = [opts.pk if name == "id" else opts.get_field(name) for name in names]
+    quote = connection.ops.quote_name
+    # PostgreSQL types a VALUES column from its first row: each value is cast to its column's
+    # type. SQLite needs no cast (and a cast to its "datetime" type would turn a date into a number).
+    cast = connection.vendor == "postgresql"
+    row_sql = "(" + ", ".join(f"CAST(%s AS {field.db_type(connection)})" if cast else "%s" for field in fields) + ")"
+    table = quote(opts.db_table)
+    assignments = ", ".join(
+        f"{quote(field.column)} = v.column{n}" for n, field in enumerate(fields, start=1) if field is not opts.pk
+    )
+    key = names.index("id") + 1
+    preparers = _preparers(fields)
+    with connection.cursor() as cursor:
+        for chunk in _batches(rows, len(fields)):
+            cursor.execute(
+                f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row_sql] * len(chunk))}) AS v "
+                f"WHERE {table}.{quote(opts.pk.column)} = v.column{key}",
+                _params(chunk, names, preparers),
+            )
 
 
 class Touched:
@@ -541,7 +660,9 @@ def remirror_network(operation: Operation) -> None:
     try:
         info = hv_networks.get_network(host_connection(host), name)
     except NotFound:
-        host.networks.filter(name=name).delete()
+        with transaction.atomic():
+            lock_host(host.pk)
+            host.networks.filter(name=name).delete()
         return
     except HypervisorError as error:
         logger.warning("Re-reading %s on %s failed (%s): requesting a sync", name, host.name, error)
@@ -553,17 +674,12 @@ def remirror_network(operation: Operation) -> None:
     mirror_network(host, info)
 
 
-def _lease_row(network_id: int | None, lease) -> DhcpLease:
+def _lease_row(network_id: int, lease) -> dict:
     expires = datetime.fromtimestamp(lease.expires, tz=UTC) if lease.expires else None
-    return DhcpLease(
-        network_id=network_id,
-        mac=lease.mac,
-        address=lease.ip,
-        prefix=lease.prefix,
-        hostname=lease.hostname,
-        client_id=lease.client_id,
-        expires_at=expires,
-    )
+    return {
+        "network_id": network_id, "mac": lease.mac, "address": lease.ip, "prefix": lease.prefix,
+        "hostname": lease.hostname, "client_id": lease.client_id, "expires_at": expires,
+    }  # fmt: skip
 
 
 def _portgroup_values(pg) -> dict:

@@ -1,14 +1,501 @@
-"""Undoing a change from the audit log (placeholder: filled in by the undo work)."""
+"""Undoing a change from the audit log: the plan, the request, and the run.
+
+An event records a network's XML before and after a change. Undo puts the before back:
+the whole of it when the network has not changed since, or, when it has, only the event's
+own entries (reservations, DNS records, ranges, portgroups...) put back one by one onto
+today's XML, refused with the entry and the reason when one of them has moved since. The
+result runs the least disruptive way: net-update entries on a running network, a define
+and restart (guests re-plugged) when only a restart can apply it, a define when the
+network is not running. The run works the plan out again against the host's XML.
+"""
 
 from __future__ import annotations
 
-from networks.choices import OperationKind
-from networks.models import Operation
+import copy
+from dataclasses import dataclass
+
+from lxml import etree
+
+from networks.choices import ACTIVE_STATUSES, OperationKind
+from networks.hypervisor import networks as hv_networks
+from networks.hypervisor import xml
+from networks.hypervisor.errors import HypervisorError
+from networks.models import AuditEvent, Host, Network, Operation
 from networks.operation_kinds import operation_kind
 
-from .operations import OperationRejected, Outcome, Progress
+from .connections import host_connection
+from .drift import xml_diff
+from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
+from .permissions import REQUIRED_ROLE, authorize, can
+from .restart import RestartPreview, network_restart_preview, network_restart_recover, network_restart_run
+from .sync import mirror_network
+from .xmlcheck import LIVE_SECTIONS, check_network_xml, entry_key
+from .xmledit import (
+    LiveUpdate,
+    _recover_xml_live,
+    _same_any,
+    _same_identity,
+    analyse,
+    network_define_run,
+    network_xml_live_run,
+)
+
+# The kinds whose outcome events hold a network's XML before and after a config change.
+UNDOABLE_KINDS = {
+    OperationKind.NETWORK_UPDATE,
+    OperationKind.NETWORK_BULK_IMPORT,
+    OperationKind.NETWORK_XML_LIVE,
+    OperationKind.NETWORK_DEFINE,
+    OperationKind.NETWORK_RESTART,
+    OperationKind.NETWORK_UNDO,  # undoing an undo puts the change back
+}
+# Why the other kinds cannot be undone here, and what to do instead.
+NOT_UNDOABLE = {
+    "network.start": "Starting a network changes no config: stop it instead.",
+    "network.stop": "Stopping a network changes no config: start it instead.",
+    "network.autostart": "Set autostart back on the network's page.",
+    "network.create": "Creating a network is undone by undefining it (an admin's action on its page).",
+    "network.undefine": "The network is gone: create it again (its XML is in this event's Before).",
+    "network.rename": "Rename the network back on its page.",
+    "guest": "Guest changes are not undone from the audit log: change the guest on its page.",
+    "port_forward": "Port forwards are not undone from the audit log: edit or delete the forward on its page.",
+    "host": "Host changes cannot be undone from the audit log.",
+}
+MESSAGE_MAX = 400  # the operation's message holds "Undoes event #N: " before it, in 500
+METHODS = ("live", "restart", "define")
 
 
-@operation_kind(OperationKind.NETWORK_UNDO)
+class UndoImpossible(OperationRejected):
+    """This event cannot be undone (now); the message says why."""
+
+
+@dataclass(frozen=True)
+class UndoPlan:
+    event: AuditEvent
+    network: Network
+    method: str  # live, restart or define
+    target_xml: str  # the persistent config the undo leaves
+    diff: str  # today's XML → the target
+    live_updates: tuple[LiveUpdate, ...]
+    restart: RestartPreview | None
+    actions: tuple[str, ...]  # every permission the undo needs
+    changed_since: bool  # the network changed after the event: only its own entries are reverted
+    diff_then_event: str = ""  # the event's own change (then → at the event)
+    diff_event_now: str = ""  # what changed after it (at the event → now)
+    notes: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- which event, which network
+
+
+def _kind(event: AuditEvent) -> tuple[str, str]:
+    """(operation kind, outcome) of an event's action, e.g. (network.update, succeeded)."""
+    kind, _, outcome = event.action.rpartition(".")
+    return kind, outcome
+
+
+def _refuse_unless_undoable(event: AuditEvent) -> None:
+    kind, outcome = _kind(event)
+    if outcome == "denied" or event.object_type == "request":
+        raise UndoImpossible("This event records a refused request: it changed nothing.")
+    if kind in NOT_UNDOABLE or event.object_type in NOT_UNDOABLE:
+        raise UndoImpossible(NOT_UNDOABLE.get(kind) or NOT_UNDOABLE[event.object_type])
+    if kind not in UNDOABLE_KINDS or event.object_type != "network":
+        raise UndoImpossible("Only changes to a network's config can be undone.")
+    if outcome == "requested":
+        outcome_event = _outcome_event(event)
+        where = f": undo its outcome, event #{outcome_event.pk}" if outcome_event else " (it has not finished yet)"
+        raise UndoImpossible(f"This event records the request, not the change{where}.")
+    if outcome != "succeeded":
+        raise UndoImpossible(f"This change {outcome}: only a change that succeeded can be undone.")
+
+
+def _outcome_event(event: AuditEvent) -> AuditEvent | None:
+    if event.operation_id is None:
+        return None
+    kind, _ = _kind(event)
+    return AuditEvent.objects.filter(operation_id=event.operation_id, action=f"{kind}.succeeded").first()
+
+
+def _before_and_after(event: AuditEvent) -> tuple[str, str]:
+    """The event's XML; a restart's outcome records only the after, its request the before."""
+    before = event.before_xml
+    if not before and event.operation_id is not None:
+        kind, _ = _kind(event)
+        requested = AuditEvent.objects.filter(operation_id=event.operation_id, action=f"{kind}.requested").first()
+        before = requested.before_xml if requested else ""
+    if not before or not event.after_xml:
+        raise UndoImpossible("This event does not record the network's XML before and after the change.")
+    return before, event.after_xml
+
+
+def _network_of(event: AuditEvent, before: etree._Element) -> Network:
+    network = Network.objects.select_related("host").filter(host_id=event.host_id, name=event.object_name).first()
+    if network is None:
+        raise UndoImpossible(
+            f"{event.object_name} no longer exists on {event.host_name} (renamed or undefined since this event)."
+        )
+    uuid = before.findtext("uuid")
+    if uuid and network.uuid and uuid != network.uuid:
+        raise UndoImpossible(
+            f"The network now named {network.name} is not the one this event changed (it was recreated or renamed)."
+        )
+    return network
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def _root(network_xml: str) -> etree._Element:
+    try:
+        return xml.without_runtime_state(network_xml)
+    except HypervisorError as error:
+        raise UndoImpossible(f"The XML cannot be read ({error}).") from None
+
+
+def _canonical(root: etree._Element) -> str:
+    return etree.tostring(root, method="c14n", exclusive=True).decode()
+
+
+def undo_plan(event: AuditEvent, *, current_xml: str | None = None, active: bool | None = None) -> UndoPlan:
+    """What undoing `event` would do now, or UndoImpossible saying why it cannot. The run
+    passes the host's XML and state; a request uses the mirror's."""
+    _refuse_unless_undoable(event)
+    before_xml, after_xml = _before_and_after(event)
+    before, after = _root(before_xml), _root(after_xml)
+    if _canonical(before) == _canonical(after):
+        raise UndoImpossible("This change left the network's XML as it was: there is nothing to revert.")
+    network = _network_of(event, before)
+    current_xml = current_xml if current_xml is not None else (network.inactive_xml or network.live_xml)
+    active = network.active if active is None else active
+    current = _root(current_xml)
+    if _canonical(current) == _canonical(before):
+        raise UndoImpossible("Already undone: the network has its XML from before this event again.")
+    changed_since = _canonical(current) != _canonical(after)
+    notes: tuple[str, ...] = ()
+    if changed_since:
+        target, notes = _revert_own_entries(before, after, current)
+    else:
+        target = before
+    target_xml = xml.to_string(target)
+    _check_target(network, target_xml)
+    analysis = analyse(current_xml, target_xml)
+    if analysis.unchanged:
+        raise UndoImpossible("Already undone: the network no longer has this event's changes.")
+    method = _method(network, active, analysis.live_possible)
+    return UndoPlan(
+        event=event,
+        network=network,
+        method=method,
+        target_xml=target_xml,
+        diff=xml_diff(xml.to_string(current), target_xml, "now", "after the undo"),
+        live_updates=analysis.live_updates if method == "live" else (),
+        restart=network_restart_preview(network) if method == "restart" else None,
+        actions=_actions(method, analysis.live_updates),
+        changed_since=changed_since,
+        diff_then_event=xml_diff(xml.to_string(before), xml.to_string(after), "then", "at the event")
+        if changed_since
+        else "",
+        diff_event_now=xml_diff(xml.to_string(after), xml.to_string(current), "at the event", "now")
+        if changed_since
+        else "",
+        notes=notes,
+    )
+
+
+def _check_target(network: Network, target_xml: str) -> None:
+    """An old config may hold what today's rules refuse (a dnsmasq option, say): never restore it."""
+    try:
+        check_network_xml(network, target_xml)
+    except OperationRejected as error:
+        raise UndoImpossible(f"The config to restore breaks a rule of kvmweb: {error}") from None
+
+
+def _method(network: Network, active: bool, live_possible: bool) -> str:
+    """Entries go by net-update (on a stopped network, into its persistent config); the rest
+    takes a define, and a restart when the network runs."""
+    if live_possible:
+        return "live"
+    if not network.persistent:
+        raise UndoImpossible("This network is transient: only entries net-update can change are undone on it.")
+    return "restart" if active else "define"
+
+
+def _actions(method: str, updates) -> tuple[str, ...]:
+    """network.undo, and what the change itself needs: an operator may undo an operator's
+    reservation, never an admin's XML edit."""
+    if method == "live":
+        needed = sorted({f"network.update.{update.section}" for update in updates})
+    else:
+        needed = ["network.xml_edit"]
+    return ("network.undo", *needed)
+
+
+# ---------------------------------------------------------------- an older event: only its own entries
+
+
+class _Conflict(UndoImpossible):
+    pass
+
+
+def _revert_own_entries(before, after, current) -> tuple[etree._Element, tuple[str, ...]]:
+    """`current` with the event's entries put back as they were, or _Conflict naming the
+    entry that moved since. The event's change must be entry by entry (no restart needed)."""
+    own = analyse(xml.to_string(after), xml.to_string(before))
+    if not own.live_possible:
+        raise UndoImpossible(
+            "The network changed since this event, and this event changed more than entries "
+            "(it needed a restart): undoing it would also revert the later changes. Undo the later "
+            "events first, or edit the XML."
+        )
+    target, notes = copy.deepcopy(current), []
+    for update in own.live_updates:
+        note = _revert(target, before, after, update)
+        if note:
+            notes.append(note)
+    return target, tuple(notes)
+
+
+def _revert(target, before, after, update: LiveUpdate) -> str:
+    """Apply one entry of the reverse change to `target`; a note when it was already done."""
+    section, index = update.section, update.parent_index
+    if update.command == "delete":  # the event added it: take it out if it is still as added
+        found = _find(target, section, index, update.fragment)
+        if found is not None:
+            found.getparent().remove(found)
+            return ""
+        _refuse_if_changed(target, section, index, update.fragment, "it added")
+        return f"{_describe(update.fragment)}, which the event added, is already gone."
+    if update.command == "add-last":  # the event removed it: put it back unless something took its place
+        if _find(target, section, index, update.fragment) is not None:
+            return f"{_describe(update.fragment)}, which the event removed, is already back."
+        _refuse_clash(target, section, index, update.fragment, before)
+        _container(target, section, index, before).append(_element(update.fragment))
+        return ""
+    # modify or replace: the event changed an entry; put the old version back if it is still as the event left it
+    changed = update.old_fragment or _changed_version(after, before, section, index, update.fragment)
+    found = _find(target, section, index, changed)
+    if found is None:
+        raise _Conflict(
+            f"{_describe(changed)}, as this event left it, has changed or gone since: "
+            "it cannot be put back without losing that later change."
+        )
+    parent = found.getparent()
+    position = parent.index(found)
+    parent.remove(found)
+    _refuse_clash(target, section, index, update.fragment, before)
+    parent.insert(position, _element(update.fragment))
+    return ""
+
+
+def _path(section: str) -> str:
+    return dict(LIVE_SECTIONS)[section]
+
+
+def _element(fragment: str) -> etree._Element:
+    return xml.parse(fragment)
+
+
+def _entries(root, section: str, index: int):
+    """(element, its key) of one section's entries under the `<ip>` at `index` (-1: not under one)."""
+    return [(element, entry_key(element, root)) for element in root.findall(_path(section))
+            if entry_key(element, root)[0] == index]  # fmt: skip
+
+
+def _find(root, section: str, index: int, fragment: str):
+    wanted = _canonical(_element(fragment))
+    return next((element for element, key in _entries(root, section, index) if key[1] == wanted), None)
+
+
+def _same_entry(section: str, old, new) -> bool:
+    """Whether two entries are versions of one (same MAC, IP or name of a reservation, same name of a portgroup...)."""
+    if section == "forward-interface":
+        return old.get("dev") == new.get("dev")
+    return _same_any(section, old, new) if section == "ip-dhcp-host" else _same_identity(section, old, new)
+
+
+def _refuse_if_changed(target, section: str, index: int, fragment: str, what: str) -> None:
+    entry = _element(fragment)
+    for element, _key in _entries(target, section, index):
+        if _same_entry(section, element, entry):
+            raise _Conflict(
+                f"{_describe(fragment)}, which {what}, has changed since (now {_describe(element)}): "
+                "undoing it would lose that later change."
+            )
+
+
+def _refuse_clash(target, section: str, index: int, fragment: str, before) -> None:
+    entry = _element(fragment)
+    for element, _key in _entries(target, section, index):
+        if _same_entry(section, element, entry):
+            raise _Conflict(
+                f"{_describe(fragment)} cannot be put back: {_describe(element)} now holds its place "
+                "(same MAC, address or name)."
+            )
+    if index >= 0 and _ip_address(target, index) != _ip_address(before, index):
+        raise _Conflict(f"{_describe(fragment)} cannot be put back: the network's addresses have changed since.")
+
+
+def _ip_address(root, index: int):
+    ips = root.findall("ip")
+    if index >= len(ips):
+        return None
+    return ips[index].get("family"), ips[index].get("address"), ips[index].get("prefix"), ips[index].get("netmask")
+
+
+def _container(target, section: str, index: int, before) -> etree._Element:
+    """Where an entry of `section` goes, created as the event's before had it when missing."""
+    if index >= 0:
+        ip = target.findall("ip")[index]
+        return ip.find("dhcp") if ip.find("dhcp") is not None else etree.SubElement(ip, "dhcp")
+    if section.startswith("dns-"):
+        return target.find("dns") if target.find("dns") is not None else etree.SubElement(target, "dns")
+    if section == "forward-interface":
+        forward = target.find("forward")
+        if forward is None:
+            raise _Conflict("A forward interface cannot be put back: the network no longer forwards.")
+        return forward
+    return target
+
+
+def _changed_version(after, before, section: str, index: int, old_fragment: str) -> str:
+    """The entry that a modify changed `old_fragment` into: the one of `after` that is a
+    version of it and is not in `before` (xmledit sends a modify only when it is unique)."""
+    old = _element(old_fragment)
+    kept = {key[1] for _entry, key in _entries(before, section, index)}
+    for element, key in _entries(after, section, index):
+        if key[1] not in kept and _same_entry(section, element, old):
+            return xml.to_string(element)
+    return old_fragment
+
+
+def _describe(entry) -> str:
+    element = _element(entry) if isinstance(entry, str) else entry
+    attributes = " ".join(f"{name}={value}" for name, value in element.attrib.items())
+    names = " ".join(child.text or "" for child in element if child.tag == "hostname")
+    return f"<{element.tag} {attributes}{' ' + names if names else ''}>"
+
+
+# ---------------------------------------------------------------- the request
+
+
+def undo_preview(event: AuditEvent, actor, source: str) -> UndoPlan:
+    """The plan, for someone allowed to carry it out (refusals audited)."""
+    host = Host.objects.filter(pk=event.host_id).first()
+    if host is None:
+        raise UndoImpossible(f"The host {event.host_name or '(none)'} of this event is no longer in kvmweb.")
+    authorize(actor=actor, action="network.undo", host=host, source=source, object_name=event.object_name)
+    plan = undo_plan(event)
+    for action in plan.actions:
+        authorize(actor=actor, action=action, host=host, source=source, object_name=plan.network.name)
+    return plan
+
+
+def undo_offered(event: AuditEvent, actor) -> tuple[UndoPlan | None, str]:
+    """For the audit page: the plan when `actor` may carry it out, else why not (no audit:
+    nothing was asked yet)."""
+    try:
+        plan = undo_plan(event)
+    except UndoImpossible as error:
+        return None, str(error)
+    missing = [action for action in plan.actions if not can(actor, action, plan.network.host)]
+    if missing:
+        return None, f"Undoing this change needs the {REQUIRED_ROLE[missing[-1]]} role ({missing[-1]})."
+    return plan, ""
+
+
+def undo_request(event: AuditEvent, actor, source: str, message: str = "") -> Operation:
+    """An Operation of kind network.undo, after every check: refusals raise UndoImpossible
+    or PermissionDenied (audited) and queue nothing."""
+    return undo_request_planned(event, actor, source, message)[0]
+
+
+def undo_request_planned(event: AuditEvent, actor, source: str, message: str = "") -> tuple[Operation, UndoPlan]:
+    """undo_request, and the plan it was made from."""
+    if not isinstance(message, str) or len(message) > MESSAGE_MAX:
+        raise UndoImpossible(f"The message is text of at most {MESSAGE_MAX} characters.")
+    plan = undo_preview(event, actor, source)
+    pending = Operation.objects.filter(
+        kind=OperationKind.NETWORK_UNDO, status__in=ACTIVE_STATUSES, params__undoes=event.pk
+    ).first()
+    if pending is not None:
+        raise UndoImpossible(f"An undo of this event is already waiting or running (operation #{pending.pk}).")
+    operation = network_operation_request(
+        kind=OperationKind.NETWORK_UNDO,
+        network=plan.network,
+        actor=actor,
+        source=source,
+        message=undo_message(event.pk, message),
+        params={
+            "undoes": event.pk,
+            "method": plan.method,
+            "xml": plan.target_xml,  # what the live and define runs apply
+            "new_xml": plan.target_xml,  # what the restart (and its recovery) starts
+        },
+    )
+    return operation, plan
+
+
+def undo_message(event_id: int, message: str = "") -> str:
+    return f"Undoes event #{event_id}" + (f": {message}" if message else "")
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _replan_on_host(operation: Operation, progress: Progress) -> str:
+    """The plan again against the host's XML now; the method must not have changed (a live
+    undo an operator asked for must never become a restart)."""
+    conn = host_connection(operation.host)
+    fresh = hv_networks.get_network(conn, operation.target_name)
+    mirror_network(operation.host, fresh)
+    event = AuditEvent.objects.get(pk=operation.params["undoes"])
+    plan = undo_plan(event, current_xml=fresh.inactive_xml, active=fresh.active)
+    if plan.method != operation.params["method"]:
+        raise UndoImpossible(
+            f"The network changed since the request: this undo now needs a {plan.method} instead of "
+            f"{operation.params['method']}. Ask for it again."
+        )
+    if plan.target_xml != operation.params["xml"]:
+        progress.log("The host's XML changed since the request: the undo was worked out again against it")
+        params = {**operation.params, "xml": plan.target_xml, "new_xml": plan.target_xml}
+        Operation.objects.filter(pk=operation.pk).update(params=params)  # before any change: recovery reads it
+        operation.params = params
+    return fresh.inactive_xml
+
+
+RUNS = {"live": network_xml_live_run, "restart": network_restart_run, "define": network_define_run}
+
+
+def _recover_define(operation: Operation, progress: Progress) -> Outcome:
+    """A define is one call: the host has the undo or not, and says which."""
+    after = hv_networks.get_network(host_connection(operation.host), operation.target_name)
+    mirror_network(operation.host, after)
+    done = analyse(after.inactive_xml, operation.params["xml"]).unchanged
+    return Outcome({"recovery": "the undo is on the host" if done else "the undo was not applied",
+                    "completed": done}, after_xml=after.inactive_xml)  # fmt: skip
+
+
+RECOVERIES = {"live": _recover_xml_live, "restart": network_restart_recover, "define": _recover_define}
+
+
+def _undo_recover(operation: Operation, progress: Progress) -> Outcome:
+    outcome = RECOVERIES[operation.params["method"]](operation, progress)
+    outcome.result = {"undoes": operation.params["undoes"], "method": operation.params["method"], **outcome.result}
+    return outcome
+
+
+@operation_kind(OperationKind.NETWORK_UNDO, recover=_undo_recover)
 def network_undo_run(operation: Operation, progress: Progress) -> Outcome:
-    raise OperationRejected("Undo is not available yet.")
+    progress.step(5, f"Checking the undo of event #{operation.params['undoes']} against the host's XML")
+    before_xml = _replan_on_host(operation, progress)
+    method = operation.params["method"]
+    said = {"undoes": operation.params["undoes"], "method": method}
+    try:
+        outcome = RUNS[method](operation, progress)
+    except PartlyFailed as failure:
+        failure.result = {**said, **failure.result}
+        raise
+    outcome.result = {**said, **outcome.result}
+    outcome.before_xml = outcome.before_xml or before_xml  # a restart's outcome records only the after
+    return outcome

@@ -13,6 +13,13 @@ calls per network. It compares their digest with that of the mirrored XML; only 
 XML changed are read fully and mirrored again. The digests live in the watcher's memory
 only: the mirror's row is read again just when a digest differs.
 
+Where a host worker runs, its network hook sees each net-update (libvirt runs it with
+`NAME updated begin -`) and leaves a marker in a spool directory (`updates_dir`,
+KVMWEB_NETWORK_UPDATES_DIR); the host worker's watcher takes the markers every
+SPOOL_POLL_SECONDS and re-reads just those networks, so a net-update shows within about a
+second. The XML check stays, for the hosts watched from afar and for what a hook missed (one
+installed but not loaded yet, a name it refused).
+
 When the connection closes (the daemon died, or keepalive gave up on a silent host) the host
 is marked unreachable at once, with the reason, and the watcher reconnects after 1, 2, 4 …
 seconds (at most KVMWEB_WATCH_RETRY_MAX_SECONDS apart). On every (re)connect, including the
@@ -32,6 +39,7 @@ import queue
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -39,6 +47,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from networks.choices import AuditSource, HostStatus
+from networks.forwarding.rules import take_network_updates
 from networks.hypervisor import events, inventory
 from networks.hypervisor.client import libvirt_errors
 from networks.hypervisor.errors import HostUnreachable, HypervisorError, NotFound, brief_message
@@ -51,6 +60,7 @@ from .sync import lock_host, mirror_devices, mirror_guest, mirror_network
 logger = logging.getLogger(__name__)
 
 DEBOUNCE_SECONDS = 0.2
+SPOOL_POLL_SECONDS = 1.0
 RETRY_FIRST_SECONDS = 1.0
 
 
@@ -139,6 +149,7 @@ class HostWatcher:
         digest_seconds: float | None = None,
         retry_max_seconds: float | None = None,
         debounce_seconds: float = DEBOUNCE_SECONDS,
+        updates_dir: Path | None = None,
     ):
         self.host_id = host_id
         self.host_name = host_name  # without host_id: the host is looked up by name at each connect until found
@@ -146,6 +157,7 @@ class HostWatcher:
         self.digest_seconds = digest_seconds if digest_seconds is not None else settings.KVMWEB_XML_DIGEST_SECONDS
         self.retry_max = retry_max_seconds if retry_max_seconds is not None else settings.KVMWEB_WATCH_RETRY_MAX_SECONDS
         self.debounce = debounce_seconds
+        self.updates_dir = updates_dir  # the network hook's markers (host worker only)
         self.events: queue.Queue = queue.Queue()
         self.host: Host | None = None
         self.conn = None
@@ -285,6 +297,30 @@ class HostWatcher:
         else:
             mirror_node_devices(self.host, self.conn)
 
+    # -- net-updates the network hook saw
+
+    def check_updates(self) -> list[str]:
+        """Mirror again each network the network hook marked updated. Returns their names.
+        Markers wait while the host is unreachable: the reconnect's sync covers them anyway."""
+        if self.updates_dir is None or self.conn is None:
+            return []
+        arrived = time.monotonic()
+        done = []
+        for name in take_network_updates(self.updates_dir):
+            try:
+                self._mirror_one("network", name)
+                done.append(name)
+            except HostUnreachable as error:
+                self.lost(str(error))
+                break
+            except Exception:
+                logger.exception("mirroring updated network %s of host %s failed", name, self.host_id)
+        if done:
+            Host.objects.filter(pk=self.host_id).update(
+                last_event_at=timezone.now(), event_lag_seconds=round(time.monotonic() - arrived, 3)
+            )
+        return done
+
     # -- the periodic XML check
 
     def check_xml(self) -> list[str]:
@@ -349,7 +385,7 @@ class HostWatcher:
     def run(self) -> None:
         """Follow the host until `stop` is set (or the host is deleted)."""
         retry = RETRY_FIRST_SECONDS
-        next_check = 0.0
+        next_check = next_spool = 0.0
         try:
             while not self.stop.is_set():
                 try:
@@ -360,7 +396,12 @@ class HostWatcher:
                             continue
                         retry = RETRY_FIRST_SECONDS
                         next_check = time.monotonic() + self.digest_seconds
-                    self.process(timeout=max(0.0, min(1.0, next_check - time.monotonic())))
+                    self.process(
+                        timeout=max(0.0, min(1.0, next_check - time.monotonic(), next_spool - time.monotonic()))
+                    )
+                    if time.monotonic() >= next_spool:
+                        self.check_updates()
+                        next_spool = time.monotonic() + SPOOL_POLL_SECONDS
                     if self.conn is not None and time.monotonic() >= next_check:
                         self.check_xml()
                         next_check = time.monotonic() + self.digest_seconds

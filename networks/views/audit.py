@@ -11,6 +11,7 @@ from networks.tables import AuditTable
 
 from .access import visible
 from .lists import filtered, keyset_table
+from .undo import undo_context
 
 LIST_DEFERRED = ("before_xml", "after_xml", "detail", "chain_hash")
 
@@ -57,4 +58,5 @@ def audit_export_view(request, export_format: str):
 def audit_detail(request, pk):
     event = get_object_or_404(visible(request, AuditEvent.objects), pk=pk)
     diff = xml_diff(event.before_xml, event.after_xml) if event.before_xml and event.after_xml else ""
-    return render(request, "networks/audit_detail.html", {"event": event, "diff": diff})
+    context = {"event": event, "diff": diff, **undo_context(request, event)}  # undo: the offer and its links
+    return render(request, "networks/audit_detail.html", context)

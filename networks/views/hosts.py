@@ -6,10 +6,10 @@ from django.views.decorators.http import require_POST
 from networks import selectors
 from networks.filtersets import HostFilterSet
 from networks.forms import HostForm
-from networks.models import Host
+from networks.models import Guest, Host, Network
 from networks.services import forwards as forward_services
 from networks.services import hosts as host_services
-from networks.tables import HostTable
+from networks.tables import HostGuestTable, HostNetworkTable, HostTable
 
 from .access import may, require, visible, visible_object
 from .common import WEB
@@ -23,13 +23,21 @@ def host_list(request):
     return render(request, "networks/host_list.html", {"table": table, "form": filterset.form})
 
 
+def _host_networks(host):
+    return Network.objects.filter(host=host).defer("live_xml", "inactive_xml").order_by("name")
+
+
+def _host_guests(host):
+    return Guest.objects.filter(host=host).defer("xml").order_by("name")
+
+
 def host_detail(request, pk):
     host = visible_object(request, Host.objects, pk, "pk")
     context = {
         "host": host,
         "may": may(request, host),
-        "networks": selectors.network_list(host_id=host.pk),
-        "guests": selectors.guest_list(host_id=host.pk),
+        "networks": table_page(request, HostNetworkTable(_host_networks(host))),
+        "guests": table_page(request, HostGuestTable(_host_guests(host))),
         "device_count": host.node_devices.count(),
         "active_operations": selectors.operation_list(host_id=host.pk).filter(status__in=["queued", "running"]),
         "recent_operations": selectors.operation_list(host_id=host.pk)[:10],

@@ -14,7 +14,7 @@ from networks.services import pools, xmledit
 from networks.services import restart as restart_services
 from networks.services.drift import xml_diff
 from networks.services.operations import OperationRejected
-from networks.tables import NetworkTable, ReservationTable
+from networks.tables import AttachedGuestTable, NetworkTable, ReservationTable
 
 from .access import may, require, visible, visible_object
 from .common import WEB
@@ -31,6 +31,10 @@ def network_list(request):
     return render(request, "networks/network_list.html", {"table": table, "form": filterset.form})
 
 
+def _attached_interfaces(network):
+    return network.guest_interfaces.select_related("guest").defer("guest__xml").order_by("guest__name", "position")
+
+
 def network_detail(request, pk):
     network = visible_object(request, selectors.network_detail_queryset(), pk)
     allowed = may(request, network.host)
@@ -42,6 +46,7 @@ def network_detail(request, pk):
         "network": network,
         "may": allowed,
         "reservations": table_page(request, reservations),
+        "attached_guests": table_page(request, AttachedGuestTable(_attached_interfaces(network))),
         "config_warnings": selectors.network_config_warnings(network),
         "leases": selectors.lease_rows(network),
         "drift_diff": xml_diff(network.inactive_xml, network.live_xml, "persistent", "running")

@@ -202,6 +202,15 @@ def test_the_defaults_fall_back_to_the_modular_daemons(settings):
     )
 
 
+def test_a_pidfile_named_in_the_settings_is_the_only_one_signalled(settings, tmp_path):
+    """A deployer (or the test suite) that names a pidfile never gets the machine's modular
+    daemons signalled instead when that file is missing."""
+    settings.KVMWEB_LIBVIRTD_PIDFILE = str(tmp_path / "libvirtd.pid")
+    paths = engine.HostPaths.from_settings()
+    assert paths.libvirtd_pidfiles == (tmp_path / "libvirtd.pid",)
+    assert paths.fallback_pidfiles == ()
+
+
 @pytest.mark.parametrize("configured", ["nftables", "iptables"])
 def test_libvirts_configured_firewall_backend_wins(paths, configured):
     (paths.hooks_dir.parent / "network.conf").write_text(
@@ -450,7 +459,8 @@ def test_the_forwardhooks_command_removes_everything(iptables_host, netns, fake_
     fake_libvirtd()
     _engine(netns, paths, "apply", [{}])
     libvirtd = fake_libvirtd()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(REPO),
+    # The production settings: the test settings point every host-side path into their scratch dir.
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "kvmweb.settings", "PYTHONPATH": str(REPO),
            "KVMWEB_LIBVIRT_HOOKS_DIR": str(paths.hooks_dir), "KVMWEB_FORWARD_RULES_FILE": str(paths.rules_file),
            "KVMWEB_LIBVIRTD_PIDFILE": str(paths.libvirtd_pidfiles[0]),
            "KVMWEB_LIBVIRT_QEMU_STATE_DIR": str(paths.qemu_state_dir)}  # fmt: skip

@@ -4,6 +4,7 @@ Expected text is written out by hand: it is what an admin sees in `iptables-save
 `nft list ruleset`. Nothing here touches the machine's firewall."""
 
 import json
+import subprocess
 
 import pytest
 
@@ -531,3 +532,82 @@ def test_a_write_that_changes_nothing_is_not_made(tmp_path):
     assert fw.write_atomically(path, "one\n", mode=0o644)
     assert fw.write_atomically(path, "two\n", mode=0o644)
     assert path.read_text() == "two\n" and list(path.parent.iterdir()) == [path]
+
+
+# ---- net-updates: the network hook's markers -----------------------------------------------
+
+
+def _hook(argv, spool, tmp_path, kind="network") -> int:
+    return fw.hook_main(kind, argv, rules_file=str(tmp_path / "rules.json"), qemu_state_dir=str(tmp_path),
+                        network_updates_dir=str(spool))  # fmt: skip
+
+
+def test_the_network_hook_marks_a_network_updated_and_the_watcher_takes_it_once(tmp_path):
+    spool = tmp_path / "updates"
+    assert _hook(["default", "updated", "begin", "-"], spool, tmp_path) == 0
+    assert _hook(["default", "updated", "begin", "-"], spool, tmp_path) == 0  # before the watcher looked
+    assert _hook(["lab-2.net", "updated", "begin", "-"], spool, tmp_path) == 0
+    assert len(list(spool.iterdir())) == 2, "one marker per network, however many updates"
+    assert fw.take_network_updates(spool) == ["default", "lab-2.net"]
+    assert fw.take_network_updates(spool) == [] and list(spool.iterdir()) == []
+    assert not (tmp_path / "rules.json.lock").exists(), "a net-update's marker waits for no rules lock"
+
+
+@pytest.mark.parametrize(
+    ("kind", "argv"),
+    [("network", ["default", "started", "begin", "-"]), ("network", ["default", "stopped", "end", "-"]),
+     ("network", ["default", "port-created", "begin", "-"]), ("network", ["default", "start", "begin", "-"]),
+     ("qemu", ["default", "updated", "begin", "-"]), ("network", ["updated"]), ("network", [])],
+)  # fmt: skip
+def test_other_hook_calls_leave_no_marker(tmp_path, kind, argv):
+    spool = tmp_path / "updates"
+    assert _hook(argv, spool, tmp_path, kind) == 0
+    assert not spool.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "../../etc/passwd", "a/b", ".hidden", "-o", "a\nb", "a b", "x" * 256, "réseau", "a\x00b", "*", "$(id)"],
+)
+def test_a_hostile_network_name_leaves_no_marker_and_the_hook_exits_0(tmp_path, name):
+    spool = tmp_path / "updates"
+    assert _hook([name, "updated", "begin", "-"], spool, tmp_path) == 0
+    assert not spool.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_marker_that_cannot_be_written_does_not_fail_the_net_update(tmp_path, capsys):
+    spool = tmp_path / "updates"
+    spool.write_text("a file where the spool directory should be")
+    assert _hook(["default", "updated", "begin", "-"], spool, tmp_path) == 0
+    assert "kvmweb network hook updated:" in capsys.readouterr().err
+
+
+def test_forged_markers_are_dropped_and_links_never_followed(tmp_path):
+    spool = tmp_path / "updates"
+    fw.record_network_update(spool, "default")
+    secret = tmp_path / "secret"
+    secret.write_text("lan\n")
+    marker = fw._marker_name
+    (spool / marker("lan")).symlink_to(secret)  # a link named like lan's marker, to a file saying "lan"
+    (spool / marker("wan")).write_text("lan\n")  # the name does not match the file's
+    (spool / marker("x" * 300)).write_text("x" * 300 + "\n")  # too long
+    (spool / marker("a b")).write_text("a b\n")  # not a network name
+    (spool / ".partial.updated").write_text("dmz\n")  # half written: not yet a marker
+    assert fw.take_network_updates(spool) == ["default"]
+    assert secret.read_text() == "lan\n"
+    assert sorted(p.name for p in spool.iterdir()) == sorted([".partial.updated", marker("lan")])
+    assert fw.take_network_updates(tmp_path / "nowhere") == []
+
+
+def test_the_installed_network_hook_marks_a_net_update_as_libvirtd_runs_it(tmp_path):
+    from networks.forwarding import engine
+
+    paths = engine.HostPaths(hooks_dir=tmp_path / "hooks", libvirtd_pidfiles=(tmp_path / "libvirtd.pid",),
+                             qemu_state_dir=tmp_path / "qemu", rules_file=tmp_path / "data/rules.json")  # fmt: skip
+    engine.install_hooks(paths)  # no libvirtd to reload: a warning, the hooks are written
+    assert paths.network_updates_dir == tmp_path / "data/network-updates"
+    done = subprocess.run([str(paths.hook_path("network")), "default", "updated", "begin", "-"],
+                          input="<hookData><network><name>default</name></network></hookData>",
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert fw.take_network_updates(paths.network_updates_dir) == ["default"]

@@ -182,3 +182,73 @@ def test_a_hung_libvirtd_shows_unreachable_within_the_keepalive_window(
             watcher.stop.set()
             thread.join(10)
     print(f"hung daemon shown unreachable after {took:.1f} s (keepalive window {call_timeout} s); back {back:.1f} s")
+
+
+def _start_host_worker(daemon, tmp_path: Path, broker_url: str, host_name: str) -> tuple[subprocess.Popen, Path]:
+    """scripts/host-worker.sh inside the daemon's mount and network namespaces, as on a
+    hypervisor: its /etc/libvirt/hooks and qemu:///system are the private daemon's. The XML
+    check is an hour apart, so only the network hook's markers can bring a net-update soon."""
+    log_path = tmp_path / "host-worker.log"
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "kvmweb.settings",
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": broker_url,
+        "KVMWEB_DATA_DIR": str(tmp_path / "host-worker"),
+        "KVMWEB_SECRET_KEY": "hook-watch-test",
+        "KVMWEB_URI_PATHS_ALLOWED": str(daemon.socket_dir),
+        "KVMWEB_LIBVIRTD_PIDFILE": str(daemon.scratch / "pids/libvirtd.pid"),
+        "KVMWEB_XML_DIGEST_SECONDS": "3600",
+        "KVMWEB_PYTHON": sys.executable,
+        "PYTHONUNBUFFERED": "1",
+    }
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            ["nsenter", "--target", str(daemon.pids["virtlogd"]), "--mount", "--net", "--",
+             str(REPO / "scripts/host-worker.sh"), host_name],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return process, log_path
+
+
+def test_a_net_update_with_virsh_reaches_the_mirror_through_the_network_hook(
+    new_private_libvirtd, redis_socket, transactional_db, tmp_path
+):
+    daemon = new_private_libvirtd()
+    conn = daemon.connect()
+    conn.networkDefineXML(nat_network_xml("hooknet", "virbr-hook", "10.87.0")).create()
+    conn.close()
+    with override_settings(KVMWEB_URI_PATHS_ALLOWED=[str(daemon.socket_dir)]):
+        host = host_services.host_create(
+            name="lvh", uri=daemon.uri, queue="lvh", actor=UserFactory(username="netops"), source=AuditSource.WEB
+        )
+    worker, log_path = _start_host_worker(daemon, tmp_path, redis_socket, "lvh")
+    hook = daemon.private_path("/etc/libvirt/hooks/network.d/kvmweb")
+    spool = tmp_path / "host-worker/forwards/network-updates"
+    try:
+        _wait(lambda: hook.exists(), 60, "the host worker to install its hooks at start")
+        _wait(lambda: Host.objects.get(pk=host.pk).watched_at is not None, 30, "the host worker's watcher")
+        _wait(lambda: _syncs(host) >= 1 and not _syncs(host, OperationStatus.QUEUED), 60, "the syncs")
+        syncs = _syncs(host)
+        assert Network.objects.filter(host=host, name="hooknet").exists()
+
+        started = time.monotonic()
+        done = subprocess.run(
+            ["virsh", "-c", daemon.uri, "net-update", "hooknet", "add", "ip-dhcp-host",
+             "<host mac='52:54:00:87:00:07' ip='10.87.0.7' name='printer'/>", "--live", "--config"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        took = _wait(
+            lambda: DhcpReservation.objects.filter(network__host=host, mac="52:54:00:87:00:07", address="10.87.0.7")
+            .exists(),
+            20,
+            "the reservation added with virsh net-update",
+        )  # fmt: skip
+        took_total = time.monotonic() - started
+        assert _syncs(host) == syncs, "no sync ran: the watcher re-read the network"
+        assert list(spool.iterdir()) == [], "the marker was taken"
+    finally:
+        _stop(worker)
+        print(log_path.read_text())
+    print(f"net-update to mirror through the network hook: {took:.2f} s ({took_total:.2f} s with virsh)")

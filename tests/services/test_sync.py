@@ -117,10 +117,14 @@ def test_a_failure_while_mirroring_a_network_leaves_its_previous_rows_whole(comm
     )  # fmt: skip
     info = next(n for n in inventory.read_host(conn).networks if n.name == "default")
 
-    def fail(*args, **kwargs):  # injected: the database fails after the old rows were deleted
-        raise RuntimeError("injected: write failed")
+    insert_rows = sync.insert_rows
 
-    monkeypatch.setattr(DnsRecord.objects, "bulk_create", fail)
+    def fail_on_dns(model, rows, **kwargs):  # injected: the database fails after the old rows were deleted
+        if model is DnsRecord:
+            raise RuntimeError("injected: write failed")
+        return insert_rows(model, rows, **kwargs)
+
+    monkeypatch.setattr(sync, "insert_rows", fail_on_dns)
     with pytest.raises(RuntimeError, match="injected"):
         mirror_network(demo_host, info)
     default.refresh_from_db()

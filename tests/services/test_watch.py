@@ -11,6 +11,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from networks.choices import AuditSource, HostStatus, OperationKind, OperationStatus
+from networks.forwarding import rules as fw
 from networks.hypervisor import client, events
 from networks.models import DhcpReservation, Guest, Host, Network, Operation
 from networks.services import watch
@@ -255,7 +256,20 @@ def test_a_database_error_while_connecting_leaves_no_subscription_behind(demo_ho
         watcher.close()
 
 
-def test_a_host_worker_watches_its_host_also_when_the_host_row_comes_later(_not_enqueued, demo_uri):
+@pytest.fixture
+def host_worker_paths(settings, tmp_path, monkeypatch):
+    """The host worker's hooks, pidfile and rules in tmp_path: never this machine's libvirt."""
+    from networks.forwarding import engine
+
+    settings.KVMWEB_LIBVIRT_HOOKS_DIR = str(tmp_path / "hooks")
+    settings.KVMWEB_LIBVIRTD_PIDFILE = str(tmp_path / "libvirtd.pid")
+    settings.KVMWEB_FORWARD_RULES_FILE = str(tmp_path / "forwards" / "rules.json")
+    settings.KVMWEB_NETWORK_UPDATES_DIR = ""
+    monkeypatch.setattr(engine, "MODULAR_PIDFILES", ())
+    return engine.HostPaths.from_settings()
+
+
+def test_a_host_worker_watches_its_host_also_when_the_host_row_comes_later(_not_enqueued, demo_uri, host_worker_paths):
     from networks.services.hostworker import host_worker_watcher_start
 
     stop = host_worker_watcher_start(host_name="late")
@@ -312,3 +326,73 @@ def test_the_xml_check_also_sees_a_change_to_the_persistent_xml_only(demo_host, 
     default = Network.objects.get(host=demo_host, name="default")
     assert "config-only" in default.inactive_xml and "config-only" not in default.live_xml
     assert watcher.check_xml() == [], "mirrored: the digests match now"
+
+
+# ---------------------------------------------------------------- net-updates the network hook marked
+
+
+def _add_reservation(conn, network: str, mac: str, ip: str, name: str) -> None:
+    conn.networkLookupByName(network).update(
+        libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+        libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+        -1,
+        f"<host mac='{mac}' ip='{ip}' name='{name}'/>",
+        libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+    )
+
+
+def test_a_marker_left_by_the_network_hook_re_reads_just_that_network(demo_host, demo_uri, tmp_path):
+    spool = tmp_path / "network-updates"
+    watcher = watch.HostWatcher(demo_host.pk, updates_dir=spool)
+    assert watcher.connect()
+    try:
+        conn = client.connect(demo_uri)
+        _add_reservation(conn, "default", "52:54:00:66:00:01", "192.168.122.66", "hooked")
+        _add_reservation(conn, "isolated", "52:54:00:66:00:02", "10.0.5.66", "unmarked")
+        assert watcher.check_updates() == [], "no marker yet"
+        fw.record_network_update(spool, "default")  # as the network hook does after the net-update
+        assert watcher.check_updates() == ["default"]
+        added = DhcpReservation.objects.get(network__host=demo_host, mac="52:54:00:66:00:01")
+        assert (added.address, added.name, added.network.name) == ("192.168.122.66", "hooked", "default")
+        assert not DhcpReservation.objects.filter(mac="52:54:00:66:00:02").exists(), "only the marked network"
+        assert list(spool.iterdir()) == [] and watcher.check_updates() == []
+        assert watcher.check_xml() == ["isolated"], "the XML check still catches what no hook marked"
+        assert Host.objects.get(pk=demo_host.pk).last_event_at is not None
+    finally:
+        watcher.close()
+
+
+def test_a_marker_for_a_network_the_host_lacks_adds_nothing(demo_host, tmp_path):
+    spool = tmp_path / "network-updates"
+    watcher = watch.HostWatcher(demo_host.pk, updates_dir=spool)
+    assert watcher.connect()
+    try:
+        names = set(Network.objects.filter(host=demo_host).values_list("name", flat=True))
+        fw.record_network_update(spool, "nosuch")
+        assert watcher.check_updates() == ["nosuch"]
+        assert set(Network.objects.filter(host=demo_host).values_list("name", flat=True)) == names
+    finally:
+        watcher.close()
+
+
+def test_a_host_worker_installs_its_hooks_at_start_and_follows_their_markers(
+    _not_enqueued, demo_host, demo_uri, host_worker_paths, settings
+):
+    from networks.services.hostworker import host_worker_watcher_start
+
+    paths = host_worker_paths
+    settings.KVMWEB_XML_DIGEST_SECONDS = 3600  # the XML check would come much later: only the marker can do it
+    stop = host_worker_watcher_start(host_name=demo_host.name)
+    try:
+        assert "network_updates_dir=" in paths.hook_path("network").read_text(), "installed before any forward"
+        _wait(lambda: Host.objects.get(pk=demo_host.pk).watched_at is not None)
+        _add_reservation(client.connect(demo_uri), "default", "52:54:00:66:00:03", "192.168.122.67", "spooled")
+        fw.record_network_update(paths.network_updates_dir, "default")
+        started = time.monotonic()
+        _wait(lambda: DhcpReservation.objects.filter(mac="52:54:00:66:00:03").exists(), timeout=5)
+        print(f"marker to mirror: {time.monotonic() - started:.2f} s")
+    finally:
+        stop.set()
+        for thread in threading.enumerate():
+            if thread.name == f"kvmweb-watch-{demo_host.name}":
+                thread.join(10)

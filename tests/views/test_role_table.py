@@ -13,8 +13,10 @@ import json
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from lxml import etree
 
 from networks.models import AuditEvent, Guest, Host, Network, Operation, PortForward
+from networks.services.audit import audit_record
 from tests.factories import HostFactory, UserFactory
 
 ROLES = ("viewer", "operator", "admin")
@@ -34,6 +36,8 @@ READ_ONLY_PAGES = {
     "networks:user_list",
     "networks:port_forward_list", "networks:port_forward_detail",
     "networks:host_passthrough",
+    "networks:host_topology", "networks:fleet_topology",
+    "networks:host_networks_export",
 }  # fmt: skip
 WRITE_METHODS = ("post", "put", "patch", "delete")
 
@@ -98,6 +102,20 @@ def _forward_form(w, **values):
 
 NEW_NETWORK = {"name": "new1", "mode": "isolated", "ipv4": "10.99.0.1/24"}
 
+
+def _undoable(w):
+    """The outcome event of web02's reservation added: its undo is one live delete (an operator's)."""
+    before = etree.fromstring(w.network.inactive_xml.encode())
+    web02 = before.find("ip/dhcp/host[@mac='52:54:00:0a:00:12']")
+    web02.getparent().remove(web02)
+    return audit_record(action="network.update.succeeded", source="web", object_type="network",
+                        object_name=w.network.name, host=w.host, after_xml=w.network.inactive_xml,
+                        before_xml=etree.tostring(before, encoding="unicode"))  # fmt: skip
+
+
+_LAB = "<network><name>lab</name><ip address='10.99.0.1' prefix='24'/></network>"
+_DOC = f'kvmweb: networks/v1\nnetworks:\n- name: lab\n  xml: "{_LAB}"\n'
+
 # (url name, method) -> (the least role that may use it, request builder: world -> (url, body))
 PAGES = {
     ("networks:host_add", "POST"): ("admin", lambda w: (reverse("networks:host_add"),
@@ -143,6 +161,15 @@ PAGES = {
         _nic(w, "web01", "networks:guest_interface_edit", "52:54:00:0a:00:11"), {"link": "down"})),
     ("networks:guest_interface_remove", "POST"): ("operator", lambda w: (
         _nic(w, "web01", "networks:guest_interface_remove", "52:54:00:0a:00:11"), {"scope": "both"})),
+    ("networks:audit_undo", "POST"): ("operator", lambda w: (
+        reverse("networks:audit_undo", args=[_undoable(w).pk]), {"message": "x"})),
+    # planning changes nothing (any role); applying needs network.apply (admin)
+    ("networks:host_network_plan", "POST"): ("viewer", lambda w: (
+        reverse("networks:host_network_plan", args=[w.host.pk]), {"document": _DOC, "hosts": ["demo"]})),
+    ("networks:network_copy", "POST"): ("viewer", lambda w: (
+        w.net("networks:network_copy", w.routed), {"hosts": ["other"]})),
+    ("networks:network_plan_apply", "POST"): ("admin", lambda w: (
+        reverse("networks:network_plan_apply"), {"document": _DOC, "hosts": ["demo"]})),
 }  # fmt: skip
 # The section editor is one URL pattern; each section has its own rule.
 SECTION_PAGES = {
@@ -194,6 +221,12 @@ API = {
         _nic(w, "build01", "api:guest-hostdevs"), {"pci_address": "0000:01:10.2", "kind": "interface"})),
     ("api:guest-hostdev", "DELETE"): ("admin", lambda w: (
         _nic(w, "gpu01", "api:guest-hostdev", "0000:41:00.0"), None)),
+    ("api:audit-undo", "POST"): ("operator", lambda w: (
+        reverse("api:audit-undo", args=[_undoable(w).pk]), {"message": "x"})),
+    ("api:network-plan", "POST"): ("viewer", lambda w: (
+        reverse("api:network-plan"), {"document": _DOC, "hosts": ["demo"]})),
+    ("api:network-plan-apply", "POST"): ("admin", lambda w: (
+        reverse("api:network-plan-apply"), {"document": _DOC, "hosts": ["demo"]})),
 }  # fmt: skip
 # The section endpoints are two URL patterns covering every collection; each has its own rule.
 SECTION_API = {

@@ -1,0 +1,159 @@
+"""A sync writes an object only when its digest (of what libvirt returned) differs from the
+stored one: whatever the mirror shows must therefore change the digest, and every writer of
+the mirror holds the host's lock."""
+
+import dataclasses
+
+import libvirt
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from networks.hypervisor import snapshot
+from networks.hypervisor.types import DhcpLease
+from networks.models import DhcpLease as LeaseRow
+from networks.models import DhcpReservation, Guest, GuestInterface, Network, Operation
+from networks.services import sync
+from networks.services.sync import mirror_host, mirror_network
+from tests.services import test_sync_queries
+from tests.services.test_sync_queries import _sync, _writes, host_file
+
+make_host = test_sync_queries.make_host  # the fixture
+
+
+def _with_network(found, name: str, **changes):
+    networks = tuple(dataclasses.replace(n, **changes) if n.name == name else n for n in found.networks)
+    return dataclasses.replace(found, networks=networks)
+
+
+def test_leases_that_change_alone_are_written_and_the_reservations_are_not(make_host):
+    host, conn = make_host("leases", host_file(networks=2, guests=2))
+    _sync(host, conn)
+    lease = DhcpLease(mac="52:54:00:aa:00:01", ip="10.50.0.150", prefix=24, hostname="vm1", expires=1_900_000_000)
+    # The test driver lists no leases: a read as a daemon that has them would give it.
+    mirror_host(host, _with_network(snapshot.read_host(conn), "net0", leases=(lease,), leases_known=True))
+    row = LeaseRow.objects.get(network__host=host)
+    assert (row.network.name, row.address, row.hostname, row.expires_at.timestamp()) == (
+        "net0", "10.50.0.150", "vm1", 1_900_000_000,
+    )  # fmt: skip
+    reservations = set(DhcpReservation.objects.filter(network__host=host).values_list("pk", flat=True))
+    renewed = dataclasses.replace(lease, expires=1_900_003_600)
+    mirror_host(host, _with_network(snapshot.read_host(conn), "net0", leases=(renewed,), leases_known=True))
+    assert LeaseRow.objects.get(network__host=host).expires_at.timestamp() == 1_900_003_600
+    # the network's other rows were left as they were
+    assert set(DhcpReservation.objects.filter(network__host=host).values_list("pk", flat=True)) == reservations
+    mirror_host(host, _with_network(snapshot.read_host(conn), "net0", leases=(), leases_known=True))
+    assert not LeaseRow.objects.filter(network__host=host).exists()
+
+
+def test_autostart_turned_off_with_the_xml_unchanged_shows(make_host):
+    host, conn = make_host("flags", host_file(networks=2, guests=0))
+    conn.networkLookupByName("net1").setAutostart(1)
+    _sync(host, conn)
+    assert Network.objects.get(host=host, name="net1").autostart is True
+    conn.networkLookupByName("net1").setAutostart(0)
+    _sync(host, conn)
+    assert Network.objects.get(host=host, name="net1").autostart is False
+
+
+def test_what_the_guest_agent_reports_changes_the_guest(make_host):
+    host, conn = make_host("agent", host_file(networks=1, guests=2))
+    _sync(host, conn)
+
+    def read_with_agent(addresses: tuple[str, ...]):
+        found = snapshot.read_host(conn)
+        guests = []
+        for read in found.guests:
+            if read.name == "g0":  # parsed with its agent's answer, as on a driver that asks agents
+                info = read.info
+                first = dataclasses.replace(info.interfaces[0], agent_addresses=addresses)
+                read = snapshot.GuestRead.of(dataclasses.replace(info, interfaces=(first, *info.interfaces[1:])))
+            guests.append(read)
+        return dataclasses.replace(found, guests=tuple(guests))
+
+    mirror_host(host, read_with_agent(("10.50.0.7/24",)))
+    interface = GuestInterface.objects.get(guest__host=host, guest__name="g0", position=0)
+    assert interface.agent_addresses == ["10.50.0.7/24"]
+    mirror_host(host, read_with_agent(()))
+    interface = GuestInterface.objects.get(guest__host=host, guest__name="g0", position=0)
+    assert interface.agent_addresses == []
+
+
+def test_a_new_digest_version_writes_every_row_again(make_host, monkeypatch):
+    host, conn = make_host("version", host_file(networks=2, guests=3))
+    _sync(host, conn)
+    # a value the mirror derives differently from the same XML (after an upgrade), stale here
+    Guest.objects.filter(host=host).update(uuid="stale")
+    _sync(host, conn)
+    assert set(Guest.objects.filter(host=host).values_list("uuid", flat=True)) == {"stale"}  # nothing read changed
+    monkeypatch.setattr(snapshot, "DIGEST_VERSION", "2")
+    counts = mirror_host(host, snapshot.read_host(conn))
+    devices = host.node_devices.count()
+    assert counts["written"] == {"networks": 2, "guests": 3, "devices": devices} and devices > 0
+    assert "stale" not in set(Guest.objects.filter(host=host).values_list("uuid", flat=True))
+
+
+def test_an_unchanged_host_parses_no_xml(make_host, monkeypatch):
+    host, conn = make_host("parse", host_file(networks=2, guests=4))
+    _sync(host, conn)
+    found = snapshot.read_host(conn)
+    monkeypatch.setattr(snapshot.xml, "parse_domain", None)  # calling it would raise TypeError
+    monkeypatch.setattr(snapshot.xml, "parse_network", None)
+    counts = mirror_host(host, found)
+    assert counts["written"] == {"networks": 0, "guests": 0, "devices": 0}
+
+
+def _lock_before_first_write(statements: list[str]) -> bool:
+    writes = [n for n, sql in enumerate(statements) if sql.split(None, 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"}]
+    lock = 'SELECT "networks_host"."id" FROM "networks_host"'  # lock_host's (FOR UPDATE on PostgreSQL)
+    locks = [n for n, sql in enumerate(statements) if sql.startswith(lock)]
+    return bool(writes) and bool(locks) and locks[0] < writes[0]
+
+
+def test_an_operations_re_read_writes_under_the_hosts_lock(make_host):
+    host, conn = make_host("locked", host_file(networks=2, guests=2))
+    _sync(host, conn)
+    conn.networkLookupByName("net0").update(
+        libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1,
+        "<host mac='52:54:03:00:00:77' name='late' ip='10.50.0.77'/>",
+        libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+    )  # fmt: skip
+    operation = Operation(host=host, target_name="net0")
+    with CaptureQueriesContext(connection) as queries:
+        sync.remirror_network(operation)
+    assert _lock_before_first_write([q["sql"] for q in queries.captured_queries])
+    assert DhcpReservation.objects.filter(network__host=host, name="late").exists()
+
+    info = next(read.info for read in snapshot.read_host(conn).guests if read.name == "g0")
+    paused = dataclasses.replace(info, state="paused")
+    networks = dict(Network.objects.filter(host=host).values_list("name", "pk"))
+    with CaptureQueriesContext(connection) as queries:
+        sync.mirror_guest(host, paused, networks, None)
+    assert _lock_before_first_write([q["sql"] for q in queries.captured_queries])
+    assert Guest.objects.get(host=host, name="g0").state == "paused"
+
+
+def test_mirror_network_writes_under_the_hosts_lock(make_host):
+    host, conn = make_host("locked2", host_file(networks=1, guests=0))
+    info = next(read.info for read in snapshot.read_host(conn).networks)
+    with CaptureQueriesContext(connection) as queries:
+        mirror_network(host, info)
+    assert _lock_before_first_write([q["sql"] for q in queries.captured_queries])
+    assert _writes([q["sql"] for q in queries.captured_queries])
+
+
+def _device_xml(product: str) -> str:
+    return (
+        "<device><name>pci_0000_05_00_0</name><parent>computer</parent><capability type='pci'><domain>0</domain>"
+        f"<bus>5</bus><slot>0</slot><function>0</function><product id='0x10fb'>{product}</product>"
+        "<vendor id='0x8086'>Intel</vendor></capability></device>"
+    )
+
+
+def test_node_devices_read_again_are_not_parsed_again_unless_their_xml_is_oversized():
+    snapshot._cached_device.cache_clear()
+    usual = _device_xml("NIC")
+    assert snapshot.parsed_device(usual) is snapshot.parsed_device(usual)  # the second read is the first's value
+    assert snapshot._cached_device.cache_info().currsize == 1
+    huge = _device_xml("N" * 20_000)  # a hostile host's: parsed each time, never kept
+    assert snapshot.parsed_device(huge).product == "N" * 20_000
+    assert snapshot._cached_device.cache_info().currsize == 1
