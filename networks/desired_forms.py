@@ -17,6 +17,8 @@ class PlanForm(forms.Form):
     upload = forms.FileField(required=False, label="or upload a document (.yaml)")
     hosts = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Target hosts")
     prune = forms.BooleanField(required=False, label="Delete networks the document does not hold (prune)")
+    # Set by a copy's Apply: a target's different network of the same name stays a conflict.
+    keep_existing = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, host_names: list[str], **kwargs):
         super().__init__(*args, **kwargs)
@@ -39,6 +41,9 @@ class PlanForm(forms.Form):
 
 class CopyForm(forms.Form):
     hosts = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Copy to")
+    replace = forms.BooleanField(
+        required=False, label="Replace a different network of the same name on a target host (else a conflict there)"
+    )
 
     def __init__(self, *args, host_names: list[str], **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,5 +1,7 @@
 """Desired state over the API: export a host's networks, plan a document, apply it."""
 
+import json
+
 import yaml
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -32,7 +34,11 @@ class YamlRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
-        return data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False)
+        if isinstance(data, str):
+            return data
+        # An error body holds DRF's ErrorDetail (a str subclass) that the safe dumper refuses:
+        # plain JSON types first, as the JSON renderer would write them.
+        return yaml.safe_dump(json.loads(JSONRenderer().render(data)), sort_keys=False, allow_unicode=True)
 
 
 class PlanRequestSerializer(serializers.Serializer):

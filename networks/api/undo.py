@@ -50,12 +50,15 @@ class UndoRestartSerializer(serializers.Serializer):
 
 class UndoPlanSerializer(serializers.Serializer):
     undoes = serializers.IntegerField(help_text="the audit event undone")
-    network = serializers.IntegerField()
+    network = serializers.IntegerField(allow_null=True, help_text="null: an undefined network, defined again")
     network_name = serializers.CharField()
     host_name = serializers.CharField()
     # Text in the schema: an enum would collide with another "method" enum's name.
-    method = serializers.CharField(help_text="live: net-update; restart: define and restart, guests re-plugged; "
-                                   "define: a network that is not running")  # fmt: skip
+    method = serializers.CharField(help_text="live: net-update (on the configs of scope); restart: define and "
+                                   "restart, guests re-plugged; define: the persistent config only; create: "
+                                   "an undefined network defined again")  # fmt: skip
+    scope = serializers.CharField(help_text="what the undo changes, as the event did: live (the running network "
+                                  "only), config (the persistent config only) or both")  # fmt: skip
     actions = serializers.ListField(child=serializers.CharField(), help_text="the permissions it needs")
     live_updates = UndoEntrySerializer(many=True)
     restart = UndoRestartSerializer(allow_null=True)
@@ -82,6 +85,7 @@ def plan_json(plan: UndoPlan) -> dict:
         "network_name": plan.network.name,
         "host_name": plan.network.host.name,
         "method": plan.method,
+        "scope": plan.scope,
         "actions": list(plan.actions),
         "live_updates": [
             {
@@ -136,8 +140,9 @@ class UndoView(APIView):
         responses={200: UndoPlanSerializer, 202: UndoAcceptedSerializer},
         description="Undo the change this event records, the least disruptive way (net-update entries, "
         "else a define and restart with the guests re-plugged). An event whose network changed since is "
-        "undone entry by entry, or refused (400) saying which entry moved. Needs network.undo and the "
-        "permission of the change itself.",
+        "undone entry by entry, or refused (400) saying which entry moved. The undo changes only what the event "
+        "changed (scope: the running network, the persistent config, or both); an undefine is undone by "
+        "defining the network again. Needs network.undo and the permission of the change itself.",
     )
     def post(self, request, pk):
         event = get_object_or_404(scoped(AuditEvent.objects, request.user), pk=pk)

@@ -37,8 +37,10 @@ import fcntl
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 import re
+import secrets
 import shlex
 import stat
 import subprocess
@@ -832,12 +834,20 @@ def hook_running_set(kind: str, argv: Sequence[str], qemu_state_dir: Path) -> se
 # once the update succeeded. The hook leaves a marker in the spool directory: one small file per
 # network, named by a digest of the name (never by the name itself, which comes from outside),
 # holding the name. Writing it again before the watcher took it is one marker, not two: the
-# spool never holds more files than the host has networks.
+# spool never holds more files than the host has networks. Both sides open the spool itself
+# without following a link (a link planted in its place would have the root hook write, and the
+# watcher remove, files wherever it points) and name every file relative to that directory.
 
 NETWORK_NAME_MAX = 255  # the mirror's column
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*")
 MARKER_SUFFIX = ".updated"
 MARKER_MAX_BYTES = NETWORK_NAME_MAX + 1  # the name (ASCII) and its newline
+TAKEN_PREFIX = ".taken-"
+# A dot file older than this is what a hook or watcher killed midway left (a temp file, a taken marker)
+STALE_SECONDS = 60.0
+
+_spool_log = logging.getLogger("kvmweb.network_updates")
+_spool_problems_logged: set[str] = set()
 
 
 def valid_network_name(name) -> bool:
@@ -848,66 +858,131 @@ def _marker_name(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest() + MARKER_SUFFIX
 
 
+@contextlib.contextmanager
+def _spool_dir(spool: Path):
+    """The spool directory's fd; OSError (ELOOP, ENOTDIR) when `spool` is a link or no directory."""
+    fd = os.open(spool, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def record_network_update(spool: Path, name: str) -> bool:
     """Leave "network `name` was updated" in `spool`. False (nothing written) for a name that
     is not a network name."""
     if not valid_network_name(name):
         return False
     spool.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".", dir=spool)  # a reader skips dot files: never half a marker
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(name + "\n")
-        os.replace(tmp, spool / _marker_name(name))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _spool_dir(spool) as spool_fd:
+        tmp, fd = _new_temp_file(spool_fd)  # a reader skips dot files: never half a marker
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(name + "\n")
+            os.replace(tmp, _marker_name(name), src_dir_fd=spool_fd, dst_dir_fd=spool_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=spool_fd)
+            raise
     return True
 
 
-def take_network_updates(spool: Path) -> list[str]:
-    """The names of the networks marked updated, sorted, their markers removed. Each marker is
-    first renamed out of the way, so an update recorded while it is read leaves a new one for
-    the next call. A marker that is not one (too long, a name that is not a network name or does
-    not match the file's name) is removed and ignored; what is not a regular file is left alone."""
-    try:
-        entries = [
-            e
-            for e in os.scandir(spool)
-            if e.name.endswith(MARKER_SUFFIX) and not e.name.startswith(".") and e.is_file(follow_symlinks=False)
-        ]
-    except FileNotFoundError:
-        return []
-    names = set()
-    for entry in entries:
-        taken = spool / f".taken-{entry.name}"
+def _new_temp_file(spool_fd: int) -> tuple[str, int]:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _attempt in range(100):
+        tmp = f".tmp-{secrets.token_hex(8)}"
         try:
-            os.replace(entry.path, taken)
+            return tmp, os.open(tmp, flags, 0o600, dir_fd=spool_fd)
+        except FileExistsError:
+            continue
+    raise FileExistsError("no free temporary name in the network-updates spool")
+
+
+def take_network_updates(spool: Path) -> list[str]:
+    """The names of the networks marked updated, sorted, their markers removed (as
+    take_network_update_times)."""
+    return sorted(take_network_update_times(spool))
+
+
+def take_network_update_times(spool: Path) -> dict[str, float]:
+    """Each network marked updated → when its marker was written (a time.time() value), the
+    markers removed. Each marker is first renamed out of the way, so an update recorded while
+    it is read leaves a new one for the next call. A marker that is not one (too long, a name
+    that is not a network name or does not match the file's name) is removed and ignored; what
+    is not a regular file is left alone. A spool that cannot be read, and a marker that cannot
+    be taken, are skipped (and logged once): they never stop the caller. Dot files older than
+    STALE_SECONDS are removed."""
+    try:
+        with _spool_dir(spool) as spool_fd:
+            entries = list(os.scandir(spool_fd))
+            _remove_stale(spool_fd, entries)
+            return _take_markers(spool, spool_fd, entries)
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        _log_once(f"spool {spool}", f"network-updates spool {spool} cannot be read: {error}")
+        return {}
+
+
+def _take_markers(spool: Path, spool_fd: int, entries: list[os.DirEntry]) -> dict[str, float]:
+    found = {}
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.name.endswith(MARKER_SUFFIX):
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        taken = TAKEN_PREFIX + entry.name
+        try:
+            os.replace(entry.name, taken, src_dir_fd=spool_fd, dst_dir_fd=spool_fd)
         except FileNotFoundError:
             continue
-        name = _read_marker(taken)
+        except OSError as error:  # e.g. a directory where the taken marker goes
+            _log_once(f"{spool}/{entry.name}", f"network-updates marker {spool}/{entry.name} cannot be taken: {error}")
+            continue
+        marker = _read_marker(spool_fd, taken)
         with contextlib.suppress(OSError):
-            taken.unlink()
-        if name is not None and _marker_name(name) == entry.name:
-            names.add(name)
-    return sorted(names)
+            os.unlink(taken, dir_fd=spool_fd)
+        if marker is not None and _marker_name(marker[0]) == entry.name:
+            name, written_at = marker
+            found[name] = min(written_at, found.get(name, written_at))
+    return found
 
 
-def _read_marker(path: Path) -> str | None:
+def _read_marker(spool_fd: int, name: str) -> tuple[str, float] | None:
+    """The network name a marker holds and the marker's mtime."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=spool_fd)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
             return None
         raw = f.read(MARKER_MAX_BYTES + 1)
     try:
-        name = raw.decode().removesuffix("\n")
+        network = raw.decode().removesuffix("\n")
     except UnicodeDecodeError:
         return None
-    return name if len(raw) <= MARKER_MAX_BYTES and valid_network_name(name) else None
+    return (network, info.st_mtime) if len(raw) <= MARKER_MAX_BYTES and valid_network_name(network) else None
+
+
+def _remove_stale(spool_fd: int, entries: list[os.DirEntry]) -> None:
+    """Remove the dot files a hook or watcher killed midway left behind (unlink removes a
+    link itself, and never a directory)."""
+    oldest = time.time() - STALE_SECONDS
+    for entry in entries:
+        if not entry.name.startswith("."):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.stat(follow_symlinks=False).st_mtime < oldest:
+                os.unlink(entry.name, dir_fd=spool_fd)
+
+
+def _log_once(key: str, message: str) -> None:
+    """A spool problem repeats every poll: say it once per process."""
+    if key not in _spool_problems_logged:
+        _spool_problems_logged.add(key)
+        _spool_log.warning("%s", message)
 
 
 def hook_main(

@@ -1,7 +1,7 @@
 """Reading a whole host as libvirt gives it, parsing only what the caller asks for.
 
 `inventory.read_host` parses every network and guest it reads. Parsing costs several times
-the reads themselves (measured on the test driver: ~0.1 ms a domain against ~0.012 ms for its
+the reads themselves (measured on the test driver: ~0.07 ms a domain against ~0.012 ms for its
 XMLDesc), and a sync that finds a host unchanged needs none of it: it compares digests of the
 XML with what it stored and parses only what differs. `read_host` here makes the same calls
 as inventory.read_host and returns the same facts and node devices (a device XML met before
@@ -51,6 +51,9 @@ class NetworkRead:
     leases: tuple[DhcpLease, ...] = ()
     leases_known: bool = False
     _info: NetworkInfo | None = field(default=None, repr=False)
+    # Computed once (dataclasses.replace computes them again for the copy).
+    _digest: str = field(default="", init=False, repr=False)
+    _leases_digest: str = field(default="", init=False, repr=False)
 
     @property
     def info(self) -> NetworkInfo:
@@ -64,13 +67,17 @@ class NetworkRead:
     @property
     def digest(self) -> str:
         """Of what the network's row and its children are derived from (not the leases)."""
-        flags = f"{self.active:d}{self.autostart:d}{self.persistent:d}{self.leases_known:d}"
-        return digest(flags, self.live_xml, self.inactive_xml)
+        if not self._digest:
+            flags = f"{self.active:d}{self.autostart:d}{self.persistent:d}{self.leases_known:d}"
+            self._digest = digest(flags, self.live_xml, self.inactive_xml)
+        return self._digest
 
     @property
     def leases_digest(self) -> str:
         """Of the leases, in any order (the driver may list them in another order each time)."""
-        return digest(*sorted(map(repr, self.leases)))
+        if not self._leases_digest:
+            self._leases_digest = digest(*sorted(map(repr, self.leases)))
+        return self._leases_digest
 
     @classmethod
     def of(cls, info: NetworkInfo) -> NetworkRead:
@@ -89,6 +96,7 @@ class GuestRead:
     xml: str
     state: str
     _info: GuestInfo | None = field(default=None, repr=False)
+    _digest: str = field(default="", init=False, repr=False)  # computed once, after the agent's answer
 
     @property
     def info(self) -> GuestInfo:
@@ -107,10 +115,10 @@ class GuestRead:
     def digest(self) -> str:
         """Of the XML and what the guest agent added (the state is compared on its own: a
         guest whose state alone changed costs a one-column write)."""
-        if self._info is None:  # not parsed: no agent was asked
-            return digest(self.xml)
-        agent = self.agent_addresses
-        return digest(self.xml, repr(sorted(agent.items()))) if agent else digest(self.xml)
+        if not self._digest:
+            agent = self.agent_addresses  # none when not parsed: no agent was asked
+            self._digest = digest(self.xml, repr(sorted(agent.items()))) if agent else digest(self.xml)
+        return self._digest
 
     @classmethod
     def of(cls, info: GuestInfo) -> GuestRead:

@@ -47,11 +47,29 @@ def _refuse_declarations(root: etree._Element) -> None:
     docinfo = root.getroottree().docinfo
     if docinfo.internalDTD is not None or docinfo.externalDTD is not None or docinfo.system_url or docinfo.public_id:
         raise InvalidXml("XML with a DOCTYPE (or entity declarations) is not accepted.")
-    nodes = [*root.itersiblings(preceding=True), *root.iter(), *root.itersiblings()]
-    if any(isinstance(node, etree._ProcessingInstruction) for node in nodes):
+    if _contains(root, etree.ProcessingInstruction):
         raise InvalidXml("XML with processing instructions (<?…?>) is not accepted.")
-    if any(isinstance(node, etree._Entity) for node in nodes):
+    if _contains(root, etree.Entity):
         raise InvalidXml("XML with entity references other than &lt; &gt; &amp; &quot; &apos; is not accepted.")
+
+
+def _contains(root: etree._Element, kind) -> bool:
+    """Whether a node of `kind` is in the document: inside the root or beside it. (lxml filters
+    by node kind in C: checking each node in Python cost more than parsing it.)"""
+    return any(
+        next(nodes, None) is not None
+        for nodes in (root.iter(kind), root.itersiblings(kind, preceding=True), root.itersiblings(kind))
+    )
+
+
+def attribute(element: etree._Element, path: str, name: str) -> str:
+    """XPath's `string(path/@name)`: the attribute of the first element at `path` that has it,
+    "" when none has. (find/get: an xpath() call compiles its expression each time.)"""
+    for found in element.iterfind(path):
+        value = found.get(name)
+        if value is not None:
+            return value
+    return ""
 
 
 def to_string(element: etree._Element) -> str:
@@ -93,7 +111,7 @@ def parse_network(live_xml: str, inactive_xml: str = "", **state) -> NetworkInfo
         stp=_stp(bridge),
         mtu=_int_or_none(mtu.get("size")) if mtu is not None else None,
         domain_name=root.find("domain").get("name", "") if root.find("domain") is not None else "",
-        virtualport_type=root.xpath("string(virtualport/@type)"),
+        virtualport_type=attribute(root, "virtualport", "type"),
         connections=_int_or_none(root.get("connections")) or 0,
         ips=tuple(_parse_ip(ip) for ip in root.findall("ip")),
         dns_records=_parse_dns(root.find("dns")),
@@ -196,8 +214,8 @@ def parse_portgroup(pg: etree._Element) -> Portgroup:
         name=pg.get("name", ""),
         is_default=pg.get("default") == "yes",
         vlan_tags=tuple(int(tag.get("id")) for tag in pg.findall("vlan/tag")),
-        inbound_average=_int_or_none(pg.xpath("string(bandwidth/inbound/@average)")),
-        outbound_average=_int_or_none(pg.xpath("string(bandwidth/outbound/@average)")),
+        inbound_average=_int_or_none(attribute(pg, "bandwidth/inbound", "average")),
+        outbound_average=_int_or_none(attribute(pg, "bandwidth/outbound", "average")),
         xml=to_string(pg),
     )
 
@@ -302,16 +320,22 @@ GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 def parse_domain(xml: str, state: str) -> GuestInfo:
     root = parse(xml)
+    # One pass over the devices (a guest has dozens), not one search per kind.
+    interfaces, hostdevs, channels = [], [], []
+    kinds = {"interface": interfaces, "hostdev": hostdevs, "channel": channels}
+    for devices in root.iterfind("devices"):
+        for device in devices:
+            found = kinds.get(device.tag)
+            if found is not None:
+                found.append(device)
     return GuestInfo(
         name=root.findtext("name", ""),
         uuid=root.findtext("uuid", ""),
         state=state,
-        interfaces=tuple(parse_interface(iface) for iface in root.findall("devices/interface")),
-        hostdev_addresses=tuple(
-            pci_address(hd.find("source/address")) for hd in root.findall("devices/hostdev[@type='pci']")
-        ),
+        interfaces=tuple(parse_interface(iface) for iface in interfaces),
+        hostdev_addresses=tuple(pci_address(hd.find("source/address")) for hd in hostdevs if hd.get("type") == "pci"),
         xml=xml,
-        agent_channel=agent_channel_state(root),
+        agent_channel=_agent_channel_state(channels),
     )
 
 
@@ -319,32 +343,53 @@ def agent_channel_state(root: etree._Element) -> str | None:
     """The state of the guest agent's virtio channel: libvirt's live XML says "connected" once
     an agent inside the guest has opened its end, "disconnected" otherwise; "" where the XML
     gives no state (a stopped guest's config); None when the guest has no such channel."""
-    for target in root.findall("devices/channel/target[@type='virtio']"):
-        if target.get("name") == GUEST_AGENT_CHANNEL:
-            return target.get("state", "")
+    return _agent_channel_state(root.iterfind("devices/channel"))
+
+
+def _agent_channel_state(channels) -> str | None:
+    for channel in channels:
+        for target in channel.iterfind("target"):
+            if target.get("type") == "virtio" and target.get("name") == GUEST_AGENT_CHANNEL:
+                return target.get("state", "")
     return None
 
 
 def parse_interface(iface: etree._Element) -> GuestInterface:
+    # One pass over the children, then each value from them: a sync parses every NIC of every
+    # guest that changed, and a find() per value cost most of the guest's parse.
+    children: dict[str, list[etree._Element]] = {}
+    for child in iface:
+        children.setdefault(child.tag, []).append(child)
+
+    def first(tag: str, name: str) -> str:  # string(tag/@name)
+        return next((c.get(name) for c in children.get(tag, ()) if c.get(name) is not None), "")
+
     kind = iface.get("type", "")
-    source = iface.find("source")
+    sources = children.get("source")
+    source = sources[0] if sources else None
+    bandwidth = children.get("bandwidth", ())
     return GuestInterface(
         type=kind,
-        mac=(iface.xpath("string(mac/@address)") or "").lower(),
-        source=_interface_source(kind, source),
-        model=iface.xpath("string(model/@type)"),
-        target_dev=iface.xpath("string(target/@dev)"),
-        vlan_tags=tuple(int(tag.get("id")) for tag in iface.findall("vlan/tag")),
+        mac=first("mac", "address").lower(),
+        source=_interface_source(kind, source, sources),
+        model=first("model", "type"),
+        target_dev=first("target", "dev"),
+        vlan_tags=tuple(int(tag.get("id")) for vlan in children.get("vlan", ()) for tag in vlan.iterfind("tag")),
         portgroup=source.get("portgroup", "") if source is not None else "",
         network=source.get("network", "") if source is not None else "",
         # Other types' <source mode> means something else (a vhost-user socket's client/server).
         source_mode=source.get("mode", "") if kind == "direct" and source is not None else "",
-        link_state=iface.xpath("string(link/@state)"),
-        inbound=_bandwidth_limit(iface.find("bandwidth/inbound")),
-        outbound=_bandwidth_limit(iface.find("bandwidth/outbound")),
+        link_state=first("link", "state"),
+        inbound=_bandwidth_limit(_first_child(bandwidth, "inbound")),
+        outbound=_bandwidth_limit(_first_child(bandwidth, "outbound")),
         # The guest-side slot; a hostdev's <source><address> is the host's VF and stays in `source`.
-        pci_address=pci_address(iface.find("address[@type='pci']")),
+        pci_address=pci_address(next((a for a in children.get("address", ()) if a.get("type") == "pci"), None)),
     )
+
+
+def _first_child(parents, tag: str) -> etree._Element | None:
+    """The first `tag` child of any of `parents`, in document order (find("parent/tag"))."""
+    return next((child for parent in parents for child in parent.iterfind(tag)), None)
 
 
 def _bandwidth_limit(element: etree._Element | None) -> BandwidthLimit | None:
@@ -359,16 +404,16 @@ def _decimal_or_none(value: str | None) -> int | None:
     return int(value, 10) if value else None
 
 
-def _interface_source(kind: str, source: etree._Element | None) -> str:
+def _interface_source(kind: str, source: etree._Element | None, sources) -> str:
     if source is None:
         return ""
     if kind == "hostdev":
         # A NIC that a hostdev pool network gave a VF shows, live, a first <source network=…/> and
         # then the VF in a second <source><address/></source>: take the address wherever it is.
-        return pci_address(source.getparent().find("source/address"))
-    for attribute in ("network", "bridge", "dev"):
-        if source.get(attribute):
-            return source.get(attribute)
+        return pci_address(_first_child(sources, "address"))
+    for attribute_name in ("network", "bridge", "dev"):
+        if source.get(attribute_name):
+            return source.get(attribute_name)
     return ""
 
 
@@ -479,7 +524,7 @@ def node_device_pci_class(device_xml: str) -> str:
 
 def node_device_link_state(device_xml: str) -> str:
     """A net node device's `<link state>` ("up", "down", "unknown"); "" when absent."""
-    return parse(device_xml).xpath("string(capability[@type='net']/link/@state)")
+    return attribute(parse(device_xml), "capability[@type='net']/link", "state")
 
 
 def parse_hostdev_capabilities(domcaps_xml: str) -> HostdevCapabilities:
@@ -501,7 +546,7 @@ def parse_hostdev_capabilities(domcaps_xml: str) -> HostdevCapabilities:
 
 def parse_host_iommu(capabilities_xml: str) -> bool | None:
     """`getCapabilities()` → `<host><iommu support='yes|no'/>`; None where the XML has none."""
-    support = parse(capabilities_xml).xpath("string(host/iommu/@support)")
+    support = attribute(parse(capabilities_xml), "host/iommu", "support")
     return {"yes": True, "no": False}.get(support)
 
 

@@ -220,20 +220,28 @@ def network_request_create(
 ) -> Operation:
     authorize(actor=actor, action="network.create", host=host, source=source, object_name=str(values.get("name"))[:50])
     plan = network_create_plan(host=host, values=values)
+    return _request_create(host, plan.name, plan.xml, start, autostart, actor, source, message)
+
+
+def _request_create(
+    host: Host, name: str, network_xml: str, start, autostart, actor, source: str, message: str
+) -> Operation:
+    """The network.create operation of a checked XML."""
+    forward = xml.parse(network_xml).find("forward")
     return operation_request(
         kind=OperationKind.NETWORK_CREATE,
         host=host,
         actor=actor,
         source=source,
-        lock_key=network_lock_key(host, plan.name),
-        target_name=plan.name,
+        lock_key=network_lock_key(host, name),
+        target_name=name,
         params={
-            "xml": plan.xml,
+            "xml": network_xml,
             "start": bool(start),
             "autostart": bool(autostart),
             # A pool that fails to start (no usable VFs yet) stays defined: the admin enables VFs
             # on the host and starts it, and the operation reports libvirt's reason.
-            "keep_defined": values.get("mode") == POOL_MODE,
+            "keep_defined": forward is not None and forward.get("mode") == POOL_MODE,
         },
         message=message,
     )
@@ -261,20 +269,5 @@ def network_request_create_from_xml(
         raise OperationRejected(f"{name[:60]!r} is not a network name (letters, digits, '.', '_', '-').")
     if host.networks.filter(name=name).exists():
         raise OperationRejected(f"A network named {name!r} already exists on {host.name}.")
-    root = check_create_xml(name, network_xml)
-    forward = root.find("forward")
-    return operation_request(
-        kind=OperationKind.NETWORK_CREATE,
-        host=host,
-        actor=actor,
-        source=source,
-        lock_key=network_lock_key(host, name),
-        target_name=name,
-        params={
-            "xml": network_xml,
-            "start": bool(start),
-            "autostart": bool(autostart),
-            "keep_defined": forward is not None and forward.get("mode") == POOL_MODE,
-        },
-        message=message,
-    )
+    check_create_xml(name, network_xml)
+    return _request_create(host, name, network_xml, start, autostart, actor, source, message)

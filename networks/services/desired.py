@@ -4,13 +4,15 @@ A document holds, per network, its full libvirt XML (libvirt's own schema, so no
 lost in translation) with `active` and `autostart`. The UUID and the bridge MAC are left
 out: libvirt assigns them per host, and without them a document is portable and the
 re-export of a host it was applied to compares equal. Documents come from users: they are
-read with yaml.safe_load only, bounded, refused if they use anchors or aliases (a YAML
-bomb), repeat a key, or carry anything but the fields below (`DocumentRejected`, a 400).
+read with YAML's safe loader only, bounded in size, values and depth, refused if they use
+anchors or aliases (a YAML bomb), repeat a key, or carry anything but the fields below
+(`DocumentRejected`, a 400).
 """
 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from dataclasses import dataclass
 
 import yaml
@@ -23,18 +25,18 @@ from networks.models import Host, Network
 
 from .networks import NETWORK_NAME_RE
 from .operations import OperationRejected
-from .xmlcheck import check_network_xml, parse_user_xml
+from .xmlcheck import check_entry_shapes, check_network_xml, parse_user_xml
 
 FORMAT = "networks/v1"
-MAX_DOCUMENT_CHARS = 2 * 1024 * 1024
+MAX_DOCUMENT_CHARS = 1024 * 1024
 MAX_NETWORKS = 500
+# 500 networks of 9 values each (a mapping, 4 keys, 4 values) and the header, with room to spare.
+MAX_NODES = 10_000
 HEADER_KEYS = {"kvmweb", "exported_from", "exported_at", "networks"}
 ENTRY_KEYS = {"name", "xml", "active", "autostart"}
 MAX_DEPTH = 20  # a document needs 3: the header, the list of networks, an entry
-OPENING_TOKENS = (
-    yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken,
-)  # fmt: skip
-CLOSING_TOKENS = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+# libyaml's reader where it is installed: the pure-Python one is many times slower.
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class DocumentRejected(OperationRejected):
@@ -108,10 +110,6 @@ def _c14n(root: etree._Element) -> str:
     return etree.tostring(root, method="c14n", exclusive=True).decode()
 
 
-def canonical(network_xml: str) -> str:
-    return _c14n(portable_root(network_xml))
-
-
 def same_config(document_xml: str, current_xml: str) -> bool:
     """Whether the host's config is what the document asks for, whatever the host assigned
     itself: UUID, bridge MAC, and the bridge name where the document leaves it to the host."""
@@ -137,11 +135,14 @@ def for_host(document_xml: str, current_xml: str) -> str:
 
 def check_create_xml(name: str, network_xml: str) -> etree._Element:
     """Edit XML's rules for a whole document (size, entities, namespaces, dnsmasq options,
-    control characters, bridge, forward, MTU, domain, addresses, tftp). Its entries are not
-    each re-checked as a form would check a new one: the forms are stricter than libvirt
-    (a name on both an IPv4 and an IPv6 reservation, portgroup VLANs), and a network copied
-    from a host that runs it must be accepted as it is."""
-    return check_network_xml(Network(name=name, inactive_xml=network_xml), network_xml)
+    control characters, bridge, forward, MTU, domain, addresses, tftp) and the shape of each
+    entry (no attribute or child libvirt would drop). The entries' values are not checked as a
+    form checks a new one: the forms are stricter than libvirt (a name on both an IPv4 and an
+    IPv6 reservation, portgroup VLANs), and a network copied from a host that runs it must be
+    accepted as it is."""
+    root = check_network_xml(Network(name=name, inactive_xml=network_xml), network_xml)
+    check_entry_shapes(xml.without_runtime_state(network_xml))
+    return root
 
 
 # ---------------------------------------------------------------- export (from the mirror)
@@ -200,8 +201,7 @@ def parse_document(text) -> list[DesiredNetwork]:
     if len(entries) > MAX_NETWORKS:
         raise DocumentRejected(f"A document holds at most {MAX_NETWORKS} networks; this has {len(entries)}.")
     networks = [_entry(number, entry) for number, entry in enumerate(entries, start=1)]
-    names = [network.name for network in networks]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(network.name for network in networks).items() if count > 1)
     if repeated:
         raise DocumentRejected(f"The network {repeated[0]!r} is in the document more than once.")
     return networks
@@ -213,8 +213,14 @@ def _load(text):
     if len(text) > MAX_DOCUMENT_CHARS:
         raise DocumentRejected(f"A document has at most {MAX_DOCUMENT_CHARS:,} characters; this has {len(text):,}.")
     try:
-        _refuse_aliases_and_repeats(text)
-        return yaml.safe_load(text)
+        _refuse_aliases_depth_and_size(text)
+        loader = Loader(text)
+        try:
+            node = loader.get_single_node()
+            _refuse_repeats(node)
+            return None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as error:
         raise DocumentRejected(f"This is not readable YAML: {_first_line(error)}") from None
 
@@ -223,27 +229,32 @@ def _first_line(error: yaml.YAMLError) -> str:
     return str(error).strip().splitlines()[0][:200]
 
 
-def _refuse_aliases_and_repeats(text: str) -> None:
-    """Anchors and aliases let a few lines stand for gigabytes, deep nesting exhausts the
-    reader's stack, and a repeated key would be read as its last value, silently. All are
-    refused (the scan and compose build no objects)."""
-    depth = 0
-    for token in yaml.scan(text, Loader=yaml.SafeLoader):
-        if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
+def _refuse_aliases_depth_and_size(text: str) -> None:
+    """Anchors and aliases let a few lines stand for gigabytes; deep nesting exhausts the
+    stack of the reader, which composes recursively (libyaml's binding crashes the process);
+    and each node costs memory and time. The parser's flat event stream is read first, and
+    stops at the first of them, before any node is built."""
+    depth = nodes = 0
+    for event in yaml.parse(text, Loader=Loader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise DocumentRejected("YAML anchors and aliases (& and *) are not accepted in a document.")
-        depth += isinstance(token, OPENING_TOKENS) - isinstance(token, CLOSING_TOKENS)
-        if depth > MAX_DEPTH:  # the YAML reader recurses once per level: refuse before it runs out of stack
+        if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise DocumentRejected(f"The document has more than {MAX_NODES:,} YAML values.")
+        depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+        if depth > MAX_DEPTH:
             raise DocumentRejected(f"The document nests deeper than {MAX_DEPTH} levels.")
-    _refuse_repeats(yaml.compose(text, Loader=yaml.SafeLoader))
 
 
 def _refuse_repeats(node) -> None:
+    """A repeated key would be read as its last value, silently."""
     stack = [node] if node is not None else []
     while stack:
         node = stack.pop()
         if isinstance(node, yaml.MappingNode):
-            keys = [key.value for key, _value in node.value]
-            repeated = [key for key in keys if keys.count(key) > 1]
+            counts = Counter(key.value for key, _value in node.value if isinstance(key, yaml.ScalarNode))
+            repeated = [key for key, count in counts.items() if count > 1]
             if repeated:
                 raise DocumentRejected(f"The key {str(repeated[0])[:60]!r} appears twice in one mapping.")
             stack.extend(value for _key, value in node.value)

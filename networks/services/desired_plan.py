@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
+from networks import selectors
 from networks.hypervisor import xml
 from networks.hypervisor.errors import HypervisorError
 from networks.models import Host, Network, NetworkIp
@@ -26,6 +27,7 @@ from .operations import OperationRejected
 from .permissions import PermissionDenied, authorize, visible_hosts
 from .xmlcheck import check_network_xml
 
+MAX_CLASHES_SHOWN = 3  # per network: one is enough to refuse it, a few help to fix the document
 CHANGES = {"live", "restart", "define", "create", "delete", "start", "autostart"}
 
 
@@ -36,7 +38,7 @@ class PlanItem:
     action: str  # unchanged, live, define, restart, create, delete, start, autostart, conflict, refused, kept
     detail: str = ""
     updates: list[str] = field(default_factory=list)  # live: the net-update entries
-    guests: list[str] = field(default_factory=list)  # restart: the running guests re-plugged
+    guests: list[str] = field(default_factory=list)  # restart: guests re-plugged; delete: guests cut off
     then: list[str] = field(default_factory=list)  # start / autostart on / autostart off after the action
     desired: DesiredNetwork | None = None
     current: Network | None = None
@@ -87,49 +89,130 @@ def resolve_hosts(actor, names) -> list[Host]:
 # ---------------------------------------------------------------- plan
 
 
-def plan_document(document_text, hosts: list[Host], prune: bool = False) -> Plan:
+def plan_document(document_text, hosts: list[Host], prune: bool = False, overwrite: bool = True) -> Plan:
+    """`overwrite` False (copying a network): a host's network of the same name and another
+    config is a conflict, not changed to the document's."""
     desired = parse_document(document_text)
+    clashes = document_clashes(desired)
     items = []
     for host in hosts:
-        items += plan_host(desired, host, prune)
+        items += plan_host(desired, host, prune, clashes, overwrite)
     return Plan(items)
 
 
-def plan_host(desired: list[DesiredNetwork], host: Host, prune: bool) -> list[PlanItem]:
+def plan_host(
+    desired: list[DesiredNetwork], host: Host, prune: bool, clashes: dict[str, list[str]], overwrite: bool = True
+) -> list[PlanItem]:
     current = {network.name: network for network in host.networks.all()}
     items = []
     for wanted in desired:
         network = current.get(wanted.name)
-        item = _plan_create(host, wanted) if network is None else _plan_change(host, wanted, network)
+        problems = clashes.get(wanted.name, [])
+        if network is None:
+            item = _plan_create(host, wanted, problems)
+        else:
+            item = _plan_change(host, wanted, network, problems, overwrite)
         item.desired, item.current = wanted, network
         items.append(item)
     wanted_names = {wanted.name for wanted in desired}
     for name, network in sorted(current.items()):
         if name in wanted_names:
             continue
-        if prune:
-            items.append(PlanItem(host, name, "delete", "not in the document: stopped and undefined", current=network))
-        else:
-            items.append(PlanItem(host, name, "kept", "not in the document, kept", current=network))
+        items.append(_plan_delete(host, network) if prune else _kept(host, network))
     return items
 
 
-def _plan_create(host: Host, wanted: DesiredNetwork) -> PlanItem:
-    problems = conflicts(host, wanted.xml, wanted.name)
+def _kept(host: Host, network: Network) -> PlanItem:
+    return PlanItem(host, network.name, "kept", "not in the document, kept", current=network)
+
+
+def _plan_delete(host: Host, network: Network) -> PlanItem:
+    """Stop and undefine; the running guests attached to it lose their network (as Undefine warns)."""
+    guests = [guest.name for guest in selectors.running_guests_on_network(network)]
+    detail = "not in the document: stopped and undefined"
+    if guests:
+        detail += f"; {len(guests)} running guest(s) lose their network"
+    return PlanItem(host, network.name, "delete", detail, guests=guests, current=network)
+
+
+def document_clashes(desired: list[DesiredNetwork]) -> dict[str, list[str]]:
+    """Per network, why it clashes with another network of the same document: the same bridge
+    (one libvirt creates) or overlapping subnets. Both are conflicts wherever they would be made."""
+    found: dict[str, list[str]] = {}
+    by_bridge: dict[str, list[str]] = {}
+    holders: dict = {}  # subnet: the networks that have it
+    for wanted in desired:
+        root = xml.parse(wanted.xml)
+        if _own_bridge(root):
+            by_bridge.setdefault(_own_bridge(root), []).append(wanted.name)
+        for subnet in _subnets(root):
+            holders.setdefault(subnet, {})[wanted.name] = True  # an ordered set: messages in document order
+    for bridge, names in by_bridge.items():
+        for name in names:
+            for other in names[: MAX_CLASHES_SHOWN + 1]:
+                if other != name:
+                    _note(found, name, f"the bridge {bridge} is also that of {other} in the document")
+    _overlapping_subnets(holders, found)
+    return found
+
+
+def _overlapping_subnets(holders: dict, found: dict[str, list[str]]) -> None:
+    """Two CIDR subnets overlap only when one holds the other, so each subnet looks up its own
+    supernets (at most 128) instead of being compared with every other: linear in the document."""
+    said = set()  # supernets whose networks were all told of a clash already
+    for subnet, names in holders.items():
+        for prefix in range(subnet.prefixlen, -1, -1):
+            outer = subnet.supernet(new_prefix=prefix)
+            others = holders.get(outer, {})
+            for name in names:
+                partner = _another(others, name)
+                if partner:
+                    _note(found, name, f"{subnet} overlaps {outer} of {partner} in the document")
+            if outer == subnet or outer in said or not any(_another(names, other) for other in others):
+                continue
+            for other in others:
+                partner = _another(names, other)
+                if partner:
+                    _note(found, other, f"{outer} overlaps {subnet} of {partner} in the document")
+            said.add(outer)
+
+
+def _another(names: dict, name: str) -> str:
+    """A network of `names` other than `name` ("" if none): at most two looked at."""
+    return next((other for other in names if other != name), "")
+
+
+def _note(found: dict[str, list[str]], name: str, problem: str) -> None:
+    problems = found.setdefault(name, [])
+    if len(problems) < MAX_CLASHES_SHOWN and problem not in problems:
+        problems.append(problem)
+
+
+def _own_bridge(root) -> str:
+    """The bridge the network names, if libvirt creates it (a host bridge can be shared)."""
+    bridge, forward = root.find("bridge"), root.find("forward")
+    libvirt_owns_bridge = forward is None or forward.get("mode", "nat") in {"nat", "route", "open"}
+    return bridge.get("name", "") if bridge is not None and libvirt_owns_bridge else ""
+
+
+def _plan_create(host: Host, wanted: DesiredNetwork, clashes: list[str]) -> PlanItem:
+    problems = clashes + conflicts(host, wanted.xml, wanted.name)
     if problems:
         return PlanItem(host, wanted.name, "conflict", "; ".join(problems))
     state = "started" if wanted.active else "defined, not started"
     return PlanItem(host, wanted.name, "create", f"{state}, autostart {'on' if wanted.autostart else 'off'}")
 
 
-def _plan_change(host: Host, wanted: DesiredNetwork, network: Network) -> PlanItem:
+def _plan_change(host: Host, wanted: DesiredNetwork, network: Network, clashes: list[str], overwrite: bool) -> PlanItem:
     then = _state_steps(wanted, network)
     try:
         if same_config(wanted.xml, network_config(network)):
             return _unchanged_config(host, wanted, then)
     except HypervisorError as error:  # the mirror's XML, as the host sent it
         return PlanItem(host, wanted.name, "refused", f"The network's current XML cannot be read ({error}): sync.")
-    problems = conflicts(host, wanted.xml, wanted.name)
+    if not overwrite:
+        return PlanItem(host, wanted.name, "conflict", f"a different network named {wanted.name} exists on {host.name}")
+    problems = clashes + conflicts(host, wanted.xml, wanted.name)
     if problems:
         return PlanItem(host, wanted.name, "conflict", "; ".join(problems))
     try:
@@ -142,12 +225,15 @@ def _plan_change(host: Host, wanted: DesiredNetwork, network: Network) -> PlanIt
         return _unchanged_config(host, wanted, then)
     if not network.active:
         return PlanItem(host, wanted.name, "define", "new persistent config (not running)", then=then)
-    if analysis.live_possible:
+    if analysis.live_possible and not network.drifted:
         updates = [f"{u.command} {u.section}: {_one_line(u.fragment)}" for u in analysis.live_updates]
         return PlanItem(host, wanted.name, "live", "net-update, no restart", updates=updates, then=then)
+    # A restart pending (the running config is not the persistent one): net-update would edit
+    # both from the persistent one's entries, and fail or leave the two apart; Edit XML restarts.
     preview = restart.network_restart_preview(network)
+    pending = " (a restart was pending: the running config differs from the persistent one)" if network.drifted else ""
     return PlanItem(
-        host, wanted.name, "restart", f"define + restart: {preview.interruption}",
+        host, wanted.name, "restart", f"define + restart{pending}: {preview.interruption}",
         guests=[guest.name for guest in preview.guests], then=then,
     )  # fmt: skip
 
@@ -179,12 +265,10 @@ def conflicts(host: Host, network_xml: str, name: str) -> list[str]:
     or IPv6 subnet overlapping one of theirs (from the mirror)."""
     root = xml.parse(network_xml)
     problems = []
-    bridge = root.find("bridge")
-    forward = root.find("forward")
-    libvirt_owns_bridge = forward is None or forward.get("mode", "nat") in {"nat", "route", "open"}
-    if bridge is not None and bridge.get("name") and libvirt_owns_bridge:
-        users = host.networks.exclude(name=name).filter(bridge=bridge.get("name")).values_list("name", flat=True)
-        problems += [f"the bridge {bridge.get('name')} is used by {other}" for other in users]
+    bridge = _own_bridge(root)
+    if bridge:
+        users = host.networks.exclude(name=name).filter(bridge=bridge).values_list("name", flat=True)
+        problems += [f"the bridge {bridge} is used by {other}" for other in users]
     others = NetworkIp.objects.filter(network__host=host).exclude(network__name=name).select_related("network")
     for subnet in _subnets(root):
         for other in others:
@@ -216,12 +300,14 @@ class ApplyResult:
         return f"{requested} item(s) requested, {refused} refused; {self.plan.summary}"
 
 
-def apply_document(document_text, hosts: list[Host], *, prune: bool = False, actor, source: str) -> ApplyResult:
+def apply_document(
+    document_text, hosts: list[Host], *, prune: bool = False, overwrite: bool = True, actor, source: str
+) -> ApplyResult:
     """network.apply is authorised on every host first (audited, refused or not); then each
     item goes through its own request service, with its own check and audit."""
     for host in hosts:
         authorize(actor=actor, action="network.apply", host=host, source=source)
-    plan = plan_document(document_text, hosts, prune)
+    plan = plan_document(document_text, hosts, prune, overwrite)
     return ApplyResult(plan, [_apply_item(item, actor, source) for item in plan.items])
 
 
@@ -290,7 +376,8 @@ def plan_lines(plan: Plan) -> list[str]:
         lines.append(f"{item.host.name:<16} {item.network:<24} {item.action:<10} {item.detail}".rstrip())
         lines += [f"{'':<16}   live: {update}" for update in item.updates]
         if item.guests:
-            lines.append(f"{'':<16}   guests re-plugged: {', '.join(item.guests)}")
+            guests = "guests cut off" if item.action == "delete" else "guests re-plugged"
+            lines.append(f"{'':<16}   {guests}: {', '.join(item.guests)}")
         if item.then:
             lines.append(f"{'':<16}   then: {', '.join(item.then)}")
     lines.append(plan.summary)

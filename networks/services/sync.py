@@ -3,8 +3,10 @@
 A host sync loads the digests of the host's rows once (a few queries), compares them with the
 digests of what libvirt returned (snapshot: a hash of each object's XML, state flags and
 leases, as read), parses and writes only what differs, and writes that in set-based statements
-(bulk_create; one UPDATE … FROM (VALUES …) per table for the rows that changed; one DELETE per
-table for what is gone). So its number of queries does not grow with the host, and a host
+(one INSERT per table for new rows; one UPDATE … FROM (VALUES …) per table for the rows that
+changed, FROM UNNEST on PostgreSQL; one DELETE per table for what is gone; a changed network's
+reservations compared one by one when its <ip>s are unchanged, so that a reservation added is
+one row written). So its number of queries does not grow with the host, and a host
 found unchanged costs its reads, those few SELECTs and one UPDATE of the host row (its facts
 and `last_sync_at`): no mirror row is written, and no XML parsed.
 
@@ -30,11 +32,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import operator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Model
 from django.utils import timezone
 
@@ -297,26 +300,42 @@ class _NetworkWriter:
             connections=info.connections,
             live_xml=info.live_xml,
             inactive_xml=info.inactive_xml,
-            drifted=info.active and info.persistent and xml_differs(info.live_xml, info.inactive_xml),
+            drifted=self._drifted(info),
             leases_known=info.leases_known,
             synced_at=self.now,
             digest=read.digest,
             leases_digest=read.leases_digest,
         )
 
+    @staticmethod
+    def _drifted(info: NetworkInfo) -> bool:
+        # The same text never differs: compared as text first, and parsed only when it is not.
+        if not (info.active and info.persistent) or info.live_xml == info.inactive_xml:
+            return False
+        return xml_differs(info.live_xml, info.inactive_xml)
+
     def _replace_children(self, reads: list[NetworkRead], old_ids: list[int]) -> None:
         """The <ip>s (with ranges and reservations), DNS records, portgroups and forward
-        interfaces of `reads`, replacing those of the networks `old_ids`."""
+        interfaces of `reads`, replacing those of the networks `old_ids`. A network whose <ip>s
+        and DHCP ranges are as stored keeps those rows, and only the reservations that differ
+        are written: a reservation added to a network of hundreds is one row (each row written
+        costs its indexes and, on PostgreSQL, its foreign-key checks)."""
+        kept = self._unchanged_ips(reads, old_ids)  # network id → its <ip> rows' ids, by position
         if old_ids:
-            NetworkIp.objects.filter(network_id__in=old_ids).delete()  # cascades to ranges and reservations
-            DnsRecord.objects.filter(network_id__in=old_ids).delete()
-            Portgroup.objects.filter(network_id__in=old_ids).delete()
-            ForwardInterface.objects.filter(network_id__in=old_ids).delete()
+            replaced = [network_id for network_id in old_ids if network_id not in kept]
+            if replaced:
+                delete_rows(DhcpReservation, "network_id", replaced)
+                delete_rows(DhcpRange, "ip_id", replaced, via=(NetworkIp, "network_id"))
+                delete_rows(NetworkIp, "network_id", replaced)
+            for model in (DnsRecord, Portgroup, ForwardInterface):
+                delete_rows(model, "network_id", old_ids)
         if not reads:
             return
         ips, ip_infos = [], []
         for read in reads:
             network_id = self.ids[read.name]
+            if network_id in kept:
+                continue
             for position, ip in enumerate(read.info.ips):
                 ips.append({
                     "network_id": network_id, "position": position, "address": ip.address, "prefix": ip.prefix,
@@ -329,12 +348,13 @@ class _NetworkWriter:
             for ip_id, (_, ip) in zip(ip_ids, ip_infos, strict=True)
             for r in ip.dhcp_ranges
         ])  # fmt: skip
-        insert_rows(DhcpReservation, [
-            {"network_id": network_id, "ip_id": ip_id, "address": h.ip, "mac": h.mac, "host_id": h.host_id,
-             "name": h.name}
+        added = self._changed_reservations(reads, kept)  # (deleting first those no longer there)
+        added += [
+            _reservation_row(network_id, ip_id, h)
             for ip_id, (network_id, ip) in zip(ip_ids, ip_infos, strict=True)
             for h in ip.dhcp_hosts
-        ])  # fmt: skip
+        ]
+        insert_rows(DhcpReservation, added)
         insert_rows(DnsRecord, [
             {"network_id": self.ids[read.name], **vars(record)} for read in reads for record in read.info.dns_records
         ])  # fmt: skip
@@ -347,11 +367,61 @@ class _NetworkWriter:
             {"network_id": self.ids[read.name], **vars(fwd)} for read in reads for fwd in read.info.forward_interfaces
         ])  # fmt: skip
 
+    def _unchanged_ips(self, reads: list[NetworkRead], old_ids: list[int]) -> dict[int, list[int]]:
+        """The networks of `old_ids` whose stored <ip> rows (with their ranges) are what was
+        read, each with those rows' ids by position."""
+        if not old_ids:
+            return {}
+        stored: dict[int, dict[int, list]] = {}  # network id → ip id → [its shape, then its ranges]
+        for network_id, ip_id, *ip, start, end, size in (
+            NetworkIp.objects.filter(network_id__in=old_ids)
+            .order_by("network_id", "position", "dhcp_ranges__id")
+            .values_list(
+                "network_id", "id", "position", "address", "prefix", "family", "subnet_start", "subnet_end",
+                "dhcp_ranges__start", "dhcp_ranges__end", "dhcp_ranges__size",
+            )
+        ):  # fmt: skip
+            shape = stored.setdefault(network_id, {}).setdefault(ip_id, [tuple(ip)])
+            if start is not None:
+                shape.append((start, end, size))
+        kept = {}
+        for read in reads:
+            network_id = self.ids[read.name]
+            if network_id in stored:
+                rows = stored[network_id]
+                if [tuple(shape) for shape in rows.values()] == _ip_shapes(read.info):
+                    kept[network_id] = list(rows)
+        return kept
+
+    def _changed_reservations(self, reads: list[NetworkRead], kept: dict[int, list[int]]) -> list[dict]:
+        """For the networks that kept their <ip> rows: the stored reservations that were not
+        read are deleted; returns the rows of those read that are not stored."""
+        if not kept:
+            return []
+        stored: dict[tuple, list[int]] = {}
+        for pk, *key in DhcpReservation.objects.filter(network_id__in=list(kept)).values_list(
+            "id", "network_id", "ip_id", "address", "mac", "host_id", "name"
+        ):
+            stored.setdefault(tuple(key), []).append(pk)
+        added = []
+        for read in reads:
+            network_id = self.ids[read.name]
+            for ip_id, ip in zip(kept.get(network_id, ()), read.info.ips, strict=network_id in kept):
+                for host in ip.dhcp_hosts:
+                    row = _reservation_row(network_id, ip_id, host)
+                    same = stored.get(tuple(row.values()))
+                    if same:
+                        same.pop()
+                    else:
+                        added.append(row)
+        delete_rows(DhcpReservation, "id", [pk for pks in stored.values() for pk in pks])
+        return added
+
     def _replace_leases(self, reads: list[NetworkRead], old_ids: list[int]) -> None:
         """The leases of `reads`, replacing those of the networks `old_ids` (whose rows, where
         not rewritten, get the new leases digest)."""
         if old_ids:
-            DhcpLease.objects.filter(network_id__in=old_ids).delete()
+            delete_rows(DhcpLease, "network_id", old_ids)
             rewritten = {row.pk for row in self.rows.values()}
             update_rows(Network, [
                 {"id": self.ids[read.name], "leases_digest": read.leases_digest} for read in reads
@@ -424,15 +494,14 @@ class _GuestWriter:
         # A state change alone (started, paused, stopped): two columns, no XML parsed.
         update_rows(Guest, state_only)
         created = insert_rows(Guest, [self._guest_row(read) for read in new], returning=True)
-        if rewritten:
-            update_rows(Guest, [self._guest_row(read, pk) for pk, read in rewritten])
-            GuestInterface.objects.filter(guest_id__in=[pk for pk, _ in rewritten]).delete()
+        update_rows(Guest, [self._guest_row(read, pk) for pk, read in rewritten])
         written = [*zip(created, new, strict=True), *rewritten]
-        insert_rows(GuestInterface, [
+        interfaces = [
             _interface_row(pk, position, iface, self.network_ids)
             for pk, read in written
             for position, iface in enumerate(read.info.interfaces)
-        ])  # fmt: skip
+        ]
+        insert_rows(GuestInterface, _write_changed_interfaces(interfaces, [pk for pk, _ in rewritten]))
         self.written = len(written) + len(state_only)
 
     def _guest_row(self, read: GuestRead, pk: int | None = None) -> dict:
@@ -443,6 +512,30 @@ class _GuestWriter:
             "digest": read.digest,
         }  # fmt: skip
         return row if pk is None else {"id": pk, **row}
+
+
+def _write_changed_interfaces(rows: list[dict], rewritten: list[int]) -> list[dict]:
+    """Of `rows` (the interfaces of the guests written), returns those to insert. The stored
+    interfaces of the guests `rewritten` are compared by position: one that differs is updated
+    in place, one no longer there deleted. (A NIC's link toggled is one row written, not every
+    NIC of the guest deleted and inserted again, each with its indexes and foreign keys.)"""
+    if not rewritten:
+        return rows
+    names = [field.attname for field in GuestInterface._meta.concrete_fields]
+    stored = {
+        (values["guest_id"], values["position"]): values
+        for values in GuestInterface.objects.filter(guest_id__in=rewritten).order_by().values(*names)
+    }
+    added, changed = [], []
+    for row in rows:
+        old = stored.pop((row["guest_id"], row["position"]), None)
+        if old is None:
+            added.append(row)
+        elif any(old[name] != value for name, value in row.items()):
+            changed.append({"id": old["id"], **row})
+    delete_rows(GuestInterface, "id", [old["id"] for old in stored.values()])
+    update_rows(GuestInterface, changed)
+    return added
 
 
 def _interface_row(guest_id: int, position: int, iface, network_ids: dict[str, int]) -> dict:
@@ -532,12 +625,17 @@ _PLAIN_TYPES = frozenset({
 def _preparers(fields) -> list:
     """For each field, None where the value goes as it is, else what prepares it (JSON, dates,
     IP addresses: each as Django would write it)."""
-    return [
-        None
-        if field.get_internal_type() in _PLAIN_TYPES
-        else functools.partial(field.get_db_prep_save, connection=connection)
-        for field in fields
-    ]
+    # The connection itself: through the `connection` proxy, every value prepared would cost a
+    # thread-local lookup (a third of a changed host's write time).
+    db = connections[DEFAULT_DB_ALIAS]
+    preparers = []
+    for model_field in fields:
+        kind = model_field.get_internal_type()
+        prepare = None if kind in _PLAIN_TYPES else functools.partial(model_field.get_db_prep_save, connection=db)
+        if kind == "DateTimeField":  # the rows of one write share the sync's time: prepared once
+            prepare = functools.lru_cache(maxsize=64)(prepare)
+        preparers.append(prepare)
+    return preparers
 
 
 def _values(instance: Model, names) -> dict:
@@ -546,11 +644,14 @@ def _values(instance: Model, names) -> dict:
 
 
 def _params(rows: list[dict], names: list[str], preparers: list) -> list:
+    values_of = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+    prepared = [(n, prepare) for n, prepare in enumerate(preparers) if prepare is not None]
     params = []
     for row in rows:
-        params.extend(
-            row[name] if prepare is None else prepare(row[name]) for name, prepare in zip(names, preparers, strict=True)
-        )
+        values = list(values_of(row))
+        for n, prepare in prepared:
+            values[n] = prepare(values[n])
+        params += values
     return params
 
 
@@ -560,10 +661,28 @@ def _batches(rows: list, per_row: int):
         yield rows[start : start + size]
 
 
+def _row_source(fields, rows: list[dict], names: list[str]):
+    """`rows` as the rows of a statement, with their parameters, columns named column1, …: on
+    PostgreSQL one SELECT from UNNEST of one array per column (as Django's bulk_create does
+    there), elsewhere a VALUES list per batch. A VALUES list of hundreds of placeholders cost
+    PostgreSQL's driver more to parse than the server to run; one array per column keeps the
+    statement short, the same for any number of rows."""
+    preparers = _preparers(fields)
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(f"(%s)::{field.db_type(connection).split('(')[0]}[]" for field in fields)
+        aliases = ", ".join(f"column{n}" for n in range(1, len(fields) + 1))
+        params = _params(rows, names, preparers)
+        yield f"SELECT * FROM UNNEST({arrays}) AS u({aliases})", [params[n :: len(fields)] for n in range(len(fields))]
+        return
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    for chunk in _batches(rows, len(fields)):
+        yield f"VALUES {', '.join([row_sql] * len(chunk))}", _params(chunk, names, preparers)
+
+
 def insert_rows(model: type[Model], rows: list[dict], *, returning: bool = False) -> list[int]:
     """INSERT `rows`; a field a row leaves out gets its default. Returns the new rows' pks, in
     the order of `rows`, when `returning` (as bulk_create relies on, both databases return
-    the rows of a multi-row INSERT … RETURNING in the order of its VALUES)."""
+    the rows of a multi-row INSERT … RETURNING in the order of its VALUES, or of its UNNEST)."""
     if not rows:
         return []
     opts = model._meta
@@ -575,16 +694,11 @@ def insert_rows(model: type[Model], rows: list[dict], *, returning: bool = False
         rows = [{**defaults, **row} for row in rows]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
-    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     tail = f" RETURNING {quote(opts.pk.column)}" if returning else ""
-    preparers = _preparers(fields)
     ids = []
     with connection.cursor() as cursor:
-        for chunk in _batches(rows, len(fields)):
-            cursor.execute(
-                f"INSERT INTO {quote(opts.db_table)} ({columns}) VALUES {', '.join([row_sql] * len(chunk))}{tail}",
-                _params(chunk, names, preparers),
-            )
+        for source, params in _row_source(fields, rows, names):
+            cursor.execute(f"INSERT INTO {quote(opts.db_table)} ({columns}) {source}{tail}", params)
             if returning:
                 ids.extend(row[0] for row in cursor.fetchall())
     return ids
@@ -592,30 +706,39 @@ def insert_rows(model: type[Model], rows: list[dict], *, returning: bool = False
 
 def update_rows(model: type[Model], rows: list[dict]) -> None:
     """UPDATE the rows whose pk is each dict's "id" with the dict's other values, as one
-    UPDATE … FROM (VALUES (id, value, …), …) per batch. Every dict has the same keys."""
+    UPDATE … FROM (VALUES (id, value, …), …) per batch (FROM UNNEST on PostgreSQL). Every
+    dict has the same keys."""
     if not rows:
         return
     opts = model._meta
     names = list(rows[0])
     fields = [opts.pk if name == "id" else opts.get_field(name) for name in names]
     quote = connection.ops.quote_name
-    # PostgreSQL types a VALUES column from its first row: each value is cast to its column's
-    # type. SQLite needs no cast (and a cast to its "datetime" type would turn a date into a number).
-    cast = connection.vendor == "postgresql"
-    row_sql = "(" + ", ".join(f"CAST(%s AS {field.db_type(connection)})" if cast else "%s" for field in fields) + ")"
     table = quote(opts.db_table)
     assignments = ", ".join(
         f"{quote(field.column)} = v.column{n}" for n, field in enumerate(fields, start=1) if field is not opts.pk
     )
-    key = names.index("id") + 1
-    preparers = _preparers(fields)
+    match = f"{table}.{quote(opts.pk.column)} = v.column{names.index('id') + 1}"
     with connection.cursor() as cursor:
-        for chunk in _batches(rows, len(fields)):
-            cursor.execute(
-                f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row_sql] * len(chunk))}) AS v "
-                f"WHERE {table}.{quote(opts.pk.column)} = v.column{key}",
-                _params(chunk, names, preparers),
-            )
+        for source, params in _row_source(fields, rows, names):
+            cursor.execute(f"UPDATE {table} SET {assignments} FROM ({source}) AS v WHERE {match}", params)
+
+
+def delete_rows(model: type[Model], column: str, ids: list[int], *, via: tuple[type[Model], str] | None = None) -> None:
+    """DELETE the rows of `model` whose `column` is in `ids`, or with `via` (a parent model and
+    its column), whose `column` names a row of the parent whose column is in `ids`: one
+    statement per batch, where the ORM's delete() first collects what would cascade. Nothing
+    cascades from here: the caller deletes the rows that point to these first."""
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    with connection.cursor() as cursor:
+        for chunk in _batches(ids, 1):
+            marks = ", ".join(["%s"] * len(chunk))
+            if via is not None:
+                parent, parent_column = via
+                marks = f"SELECT {quote(parent._meta.pk.column)} FROM {quote(parent._meta.db_table)} "
+                marks += f"WHERE {quote(parent_column)} IN ({', '.join(['%s'] * len(chunk))})"
+            cursor.execute(f"DELETE FROM {table} WHERE {quote(column)} IN ({marks})", chunk)
 
 
 class Touched:
@@ -672,6 +795,26 @@ def remirror_network(operation: Operation) -> None:
         )  # fmt: skip
         return
     mirror_network(host, info)
+
+
+def _ip_shapes(info: NetworkInfo) -> list[tuple]:
+    """Each <ip> as _unchanged_ips loads its row: (position, address, prefix, family, bounds),
+    then its ranges (start, end, size)."""
+    return [
+        (
+            (position, ip.address, ip.prefix, ip.family, *NetworkIp.bounds_of(ip.address, ip.prefix).values()),
+            *((r.start, r.end, DhcpRange.size_of(r.start, r.end)) for r in ip.dhcp_ranges),
+        )
+        for position, ip in enumerate(info.ips)
+    ]
+
+
+def _reservation_row(network_id: int, ip_id: int, host) -> dict:
+    # In the order of the key _changed_reservations compares.
+    return {
+        "network_id": network_id, "ip_id": ip_id, "address": host.ip, "mac": host.mac, "host_id": host.host_id,
+        "name": host.name,
+    }  # fmt: skip
 
 
 def _lease_row(network_id: int, lease) -> dict:

@@ -7,37 +7,53 @@ today's XML, refused with the entry and the reason when one of them has moved si
 result runs the least disruptive way: net-update entries on a running network, a define
 and restart (guests re-plugged) when only a restart can apply it, a define when the
 network is not running. The run works the plan out again against the host's XML.
+
+An undo changes what the event changed, no more: the running network only (a live-only
+net-update), the persistent config only (a define on a running network, a config-only
+net-update or import), or both. When both were changed but the running network now differs
+from its persistent config (a restart pending), the undo changes the config only unless the
+same net-updates undo it on both sides, and the plan says so.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from django.db import transaction
 from lxml import etree
 
 from networks.choices import ACTIVE_STATUSES, OperationKind
 from networks.hypervisor import networks as hv_networks
+from networks.hypervisor import updates as hv_updates
 from networks.hypervisor import xml
-from networks.hypervisor.errors import HypervisorError
+from networks.hypervisor.errors import HypervisorError, NotFound
+from networks.hypervisor.types import NetworkInfo
 from networks.models import AuditEvent, Host, Network, Operation
 from networks.operation_kinds import operation_kind
 
 from .connections import host_connection
-from .drift import xml_diff
-from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
+from .drift import xml_diff, xml_differs
+from .operations import (
+    OperationRejected,
+    Outcome,
+    PartlyFailed,
+    Progress,
+    network_lock_key,
+    network_operation_request,
+    operation_request,
+)
 from .permissions import REQUIRED_ROLE, authorize, can
 from .restart import RestartPreview, network_restart_preview, network_restart_recover, network_restart_run
-from .sync import mirror_network
+from .sync import mirror_network, remirror_on_failure
 from .xmlcheck import LIVE_SECTIONS, check_network_xml, entry_key
 from .xmledit import (
     LiveUpdate,
-    _recover_xml_live,
+    XmlAnalysis,
     _same_any,
     _same_identity,
     analyse,
     network_define_run,
-    network_xml_live_run,
 )
 
 # The kinds whose outcome events hold a network's XML before and after a config change.
@@ -48,6 +64,7 @@ UNDOABLE_KINDS = {
     OperationKind.NETWORK_DEFINE,
     OperationKind.NETWORK_RESTART,
     OperationKind.NETWORK_UNDO,  # undoing an undo puts the change back
+    OperationKind.NETWORK_UNDEFINE,  # defined again from its config, if nothing took its name or UUID
 }
 # Why the other kinds cannot be undone here, and what to do instead.
 NOT_UNDOABLE = {
@@ -55,14 +72,23 @@ NOT_UNDOABLE = {
     "network.stop": "Stopping a network changes no config: start it instead.",
     "network.autostart": "Set autostart back on the network's page.",
     "network.create": "Creating a network is undone by undefining it (an admin's action on its page).",
-    "network.undefine": "The network is gone: create it again (its XML is in this event's Before).",
     "network.rename": "Rename the network back on its page.",
     "guest": "Guest changes are not undone from the audit log: change the guest on its page.",
     "port_forward": "Port forwards are not undone from the audit log: edit or delete the forward on its page.",
     "host": "Host changes cannot be undone from the audit log.",
 }
 MESSAGE_MAX = 400  # the operation's message holds "Undoes event #N: " before it, in 500
-METHODS = ("live", "restart", "define")
+METHODS = ("live", "restart", "define", "create")  # create: an undefined network defined again
+SCOPES = ("live", "config", "both")
+ONLY_CONFIG = (
+    "The running network differs from its persistent config (a restart is pending, or it has running-only "
+    "changes), and this undo cannot be applied the same way to both: only the persistent config is changed. "
+    "The running network keeps this event's change until the network restarts."
+)
+ONLY_CONFIG_LIVE_UNDONE = (
+    "The running network no longer has this event's change: only the persistent config is changed."
+)
+ONLY_LIVE = "The persistent config no longer has this event's change: only the running network is changed."
 
 
 class UndoImpossible(OperationRejected):
@@ -73,7 +99,8 @@ class UndoImpossible(OperationRejected):
 class UndoPlan:
     event: AuditEvent
     network: Network
-    method: str  # live, restart or define
+    method: str  # live (net-update), restart, define, or create (an undefined network defined again)
+    scope: str  # what the undo changes: live (the running network), config (the persistent one) or both
     target_xml: str  # the persistent config the undo leaves
     diff: str  # today's XML → the target
     live_updates: tuple[LiveUpdate, ...]
@@ -117,6 +144,12 @@ def _outcome_event(event: AuditEvent) -> AuditEvent | None:
     return AuditEvent.objects.filter(operation_id=event.operation_id, action=f"{kind}.succeeded").first()
 
 
+def _undid_an_undefine(event: AuditEvent) -> bool:
+    if _kind(event)[0] != OperationKind.NETWORK_UNDO or event.operation_id is None:
+        return False
+    return Operation.objects.filter(pk=event.operation_id, params__method="create").exists()
+
+
 def _before_and_after(event: AuditEvent) -> tuple[str, str]:
     """The event's XML; a restart's outcome records only the after, its request the before."""
     before = event.before_xml
@@ -157,50 +190,151 @@ def _canonical(root: etree._Element) -> str:
     return etree.tostring(root, method="c14n", exclusive=True).decode()
 
 
-def undo_plan(event: AuditEvent, *, current_xml: str | None = None, active: bool | None = None) -> UndoPlan:
+def undo_plan(event: AuditEvent, *, on_host: NetworkInfo | None = None) -> UndoPlan:
     """What undoing `event` would do now, or UndoImpossible saying why it cannot. The run
-    passes the host's XML and state; a request uses the mirror's."""
+    passes the network as the host has it; a request uses the mirror's."""
     _refuse_unless_undoable(event)
+    if _kind(event)[0] == OperationKind.NETWORK_UNDEFINE:
+        return _redefine_plan(event)
+    if _undid_an_undefine(event):
+        raise UndoImpossible(NOT_UNDOABLE["network.create"])
     before_xml, after_xml = _before_and_after(event)
     before, after = _root(before_xml), _root(after_xml)
     if _canonical(before) == _canonical(after):
         raise UndoImpossible("This change left the network's XML as it was: there is nothing to revert.")
     network = _network_of(event, before)
-    current_xml = current_xml if current_xml is not None else (network.inactive_xml or network.live_xml)
-    active = network.active if active is None else active
-    current = _root(current_xml)
-    if _canonical(current) == _canonical(before):
-        raise UndoImpossible("Already undone: the network has its XML from before this event again.")
-    changed_since = _canonical(current) != _canonical(after)
-    notes: tuple[str, ...] = ()
-    if changed_since:
-        target, notes = _revert_own_entries(before, after, current)
-    else:
-        target = before
-    target_xml = xml.to_string(target)
-    _check_target(network, target_xml)
-    analysis = analyse(current_xml, target_xml)
-    if analysis.unchanged:
-        raise UndoImpossible("Already undone: the network no longer has this event's changes.")
-    method = _method(network, active, analysis.live_possible)
+    state = on_host or network
+    side, scope, notes = _choose_side(network, before, after, state, _scope_now(event_scope(event), state))
+    method = _method(scope, state, side.analysis.live_possible)
     return UndoPlan(
         event=event,
         network=network,
         method=method,
-        target_xml=target_xml,
-        diff=xml_diff(xml.to_string(current), target_xml, "now", "after the undo"),
-        live_updates=analysis.live_updates if method == "live" else (),
+        scope=scope,
+        target_xml=side.target_xml,
+        diff=xml_diff(xml.to_string(side.current), side.target_xml, "now", "after the undo"),
+        live_updates=side.analysis.live_updates if method == "live" else (),
         restart=network_restart_preview(network) if method == "restart" else None,
-        actions=_actions(method, analysis.live_updates),
-        changed_since=changed_since,
+        actions=_actions(method, side.analysis.live_updates),
+        changed_since=side.changed_since,
         diff_then_event=xml_diff(xml.to_string(before), xml.to_string(after), "then", "at the event")
-        if changed_since
+        if side.changed_since
         else "",
-        diff_event_now=xml_diff(xml.to_string(after), xml.to_string(current), "at the event", "now")
-        if changed_since
+        diff_event_now=xml_diff(xml.to_string(after), xml.to_string(side.current), "at the event", "now")
+        if side.changed_since
         else "",
-        notes=notes,
+        notes=notes + side.notes,
     )
+
+
+# ---------------------------------------------------------------- which configs: the running one, the persistent one
+
+
+def event_scope(event: AuditEvent) -> str:
+    """Which of the network's configs the event changed, and so which one its XML shows:
+    live, config or both (the operation's params say, for the kinds that may change one)."""
+    kind, _ = _kind(event)
+    operation = Operation.objects.filter(pk=event.operation_id).first() if event.operation_id else None
+    params = operation.params if operation is not None else {}
+    if kind == OperationKind.NETWORK_DEFINE:
+        return "config"
+    if kind == OperationKind.NETWORK_UPDATE:
+        return _known_scope(params.get("scope"))
+    if kind == OperationKind.NETWORK_BULK_IMPORT:  # the restart strategy puts the config's rows live too
+        return "both" if params.get("strategy") == "restart" else _known_scope(params.get("scope"))
+    if kind == OperationKind.NETWORK_UNDO:
+        return undo_scope(params)
+    return "both"  # an XML edit applied live or by a restart
+
+
+def undo_scope(params: dict) -> str:
+    """The scope of an undo operation (one queued before undos had a scope: both, or config for a define)."""
+    if "scope" in params:
+        return _known_scope(params["scope"])
+    return "config" if params.get("method") == "define" else "both"
+
+
+def _known_scope(scope) -> str:
+    return scope if scope in SCOPES else "both"
+
+
+def _scope_now(scope: str, state) -> str:
+    """The event's scope as it applies to the network now (stopped: its config only; transient: live only)."""
+    if scope == "live":
+        if not state.active:
+            raise UndoImpossible(
+                "Already undone: this change was made to the running network only, and the network has "
+                "stopped since, which dropped it."
+            )
+        return "live"
+    if not state.persistent:
+        if scope == "config":
+            raise UndoImpossible("This change was to the persistent config, which this network no longer has.")
+        return "live"
+    return "both" if scope == "both" and state.active else "config"
+
+
+@dataclass(frozen=True)
+class _Side:
+    """The undo worked out on one config (the running or the persistent one)."""
+
+    current: etree._Element
+    target_xml: str
+    analysis: XmlAnalysis
+    changed_since: bool
+    notes: tuple[str, ...]
+
+
+class _AlreadyUndone(UndoImpossible):
+    pass
+
+
+def _choose_side(network: Network, before, after, state, scope: str) -> tuple[_Side, str, tuple[str, ...]]:
+    """The side the undo is worked out on, the scope it runs with, and a note when that scope
+    is not the event's."""
+    inactive_xml = state.inactive_xml or state.live_xml
+    if scope == "live":
+        return _side(network, before, after, state.live_xml), "live", ()
+    if scope == "config" or not xml_differs(state.live_xml, inactive_xml):
+        return _side(network, before, after, inactive_xml), scope, ()
+    # Both were changed, but the running network differs from its persistent config now.
+    config = _side_unless_undone(network, before, after, inactive_xml)
+    if config is None:
+        live = _side_unless_undone(network, before, after, state.live_xml)
+        if live is None:
+            raise _AlreadyUndone("Already undone: neither the running network nor its config has this change.")
+        return live, "live", (ONLY_LIVE,)
+    try:
+        live = _side_unless_undone(network, before, after, state.live_xml)
+    except UndoImpossible:  # an entry moved on the running network only: the config can still be undone
+        return config, "config", (ONLY_CONFIG,)
+    if live is None:
+        return config, "config", (ONLY_CONFIG_LIVE_UNDONE,)
+    if config.analysis.live_possible and live.analysis.live_updates == config.analysis.live_updates:
+        return config, "both", ()
+    return config, "config", (ONLY_CONFIG,)
+
+
+def _side_unless_undone(network: Network, before, after, current_xml: str) -> _Side | None:
+    try:
+        return _side(network, before, after, current_xml)
+    except _AlreadyUndone:
+        return None
+
+
+def _side(network: Network, before, after, current_xml: str) -> _Side:
+    """The undo on one config: the event's before when nothing changed since, else its own entries reverted."""
+    current = _root(current_xml)
+    if _canonical(current) == _canonical(before):
+        raise _AlreadyUndone("Already undone: the network has its XML from before this event again.")
+    changed_since = _canonical(current) != _canonical(after)
+    target, notes = _revert_own_entries(before, after, current) if changed_since else (before, ())
+    target_xml = xml.to_string(target)
+    _check_target(network, target_xml)
+    analysis = analyse(current_xml, target_xml)
+    if analysis.unchanged:
+        raise _AlreadyUndone("Already undone: the network no longer has this event's changes.")
+    return _Side(current, target_xml, analysis, changed_since, notes)
 
 
 def _check_target(network: Network, target_xml: str) -> None:
@@ -211,14 +345,19 @@ def _check_target(network: Network, target_xml: str) -> None:
         raise UndoImpossible(f"The config to restore breaks a rule of kvmweb: {error}") from None
 
 
-def _method(network: Network, active: bool, live_possible: bool) -> str:
-    """Entries go by net-update (on a stopped network, into its persistent config); the rest
-    takes a define, and a restart when the network runs."""
+def _method(scope: str, state, live_possible: bool) -> str:
+    """Entries go by net-update, on the configs of the scope; the rest takes a define of the
+    persistent config, and a restart when the running network was changed too."""
     if live_possible:
         return "live"
-    if not network.persistent:
+    if not state.persistent:
         raise UndoImpossible("This network is transient: only entries net-update can change are undone on it.")
-    return "restart" if active else "define"
+    if scope == "live":
+        raise UndoImpossible(
+            "This change was made to the running network only, and undoing it there now takes more than "
+            "net-update entries: restart the network to drop it."
+        )
+    return "restart" if scope == "both" else "define"
 
 
 def _actions(method: str, updates) -> tuple[str, ...]:
@@ -229,6 +368,75 @@ def _actions(method: str, updates) -> tuple[str, ...]:
     else:
         needed = ["network.xml_edit"]
     return ("network.undo", *needed)
+
+
+# ---------------------------------------------------------------- an undefined network, defined again
+
+
+def _redefine_plan(event: AuditEvent) -> UndoPlan:
+    """The network the event undefined, defined again from the config it had (not started:
+    whether it ran is not recorded), unless another network has its name or UUID now."""
+    if not event.before_xml:
+        raise UndoImpossible("This event does not record the network's XML before it was undefined.")
+    root = _root(event.before_xml)
+    name, uuid = root.findtext("name", ""), root.findtext("uuid", "")
+    host = Host.objects.filter(pk=event.host_id).first()
+    if host is None:
+        raise UndoImpossible(f"The host {event.host_name or '(none)'} of this event is no longer in kvmweb.")
+    if name != event.object_name:
+        raise UndoImpossible("The XML this event records names another network: it is not defined again.")
+    taken = host.networks.filter(name=name).first() or (uuid and host.networks.filter(uuid=uuid).first())
+    if taken and taken.name == name and taken.uuid == uuid:
+        raise UndoImpossible(f"Already undone: {name} is defined on {host.name} again.")
+    if taken:
+        what = "name" if taken.name == name else f"UUID (it is named {taken.name})"
+        raise UndoImpossible(f"A network on {host.name} has this network's {what} now: it cannot be defined again.")
+    bridge = root.find("bridge").get("name", "") if root.find("bridge") is not None else ""
+    holder = host.networks.filter(bridge=bridge).first() if bridge else None
+    if holder is not None:  # libvirt refuses the define then (the test driver does not)
+        raise UndoImpossible(f"The network {holder.name} on {host.name} uses the bridge {bridge} now.")
+    network = Network(host=host, name=name, uuid=uuid, persistent=True, active=False)
+    target_xml = xml.to_string(root)
+    _check_target(network, target_xml)
+    return UndoPlan(
+        event=event,
+        network=network,
+        method="create",
+        scope="config",
+        target_xml=target_xml,
+        diff=xml_diff("", target_xml, "now (no such network)", "after the undo"),
+        live_updates=(),
+        restart=None,
+        actions=("network.undo", "network.create"),
+        changed_since=False,
+        notes=("It is defined again, not started, with autostart off: start it on its page if it ran.",),
+    )
+
+
+def _redefine_run(operation: Operation, progress: Progress) -> Outcome:
+    """Define the network again; libvirt's define would replace a network of that name, so
+    define_network refuses one, and libvirt refuses one with its UUID."""
+    progress.step(40, f"Defining {operation.target_name} again from its config before the undefine")
+    with remirror_on_failure(operation) as guard:
+        guard.touch()
+        info = hv_networks.define_network(
+            host_connection(operation.host), operation.params["xml"], start=False, autostart=False
+        )
+    network = mirror_network(operation.host, info)
+    Operation.objects.filter(pk=operation.pk).update(network=network)
+    return Outcome({"defined": True, "network_id": network.pk}, after_xml=info.inactive_xml)
+
+
+def _recover_redefine(operation: Operation, progress: Progress) -> Outcome:
+    """A define is one call: the host has the network again or not."""
+    try:
+        after = hv_networks.get_network(host_connection(operation.host), operation.target_name)
+    except NotFound:
+        return Outcome({"recovery": "the network was not defined again", "completed": False})
+    mirror_network(operation.host, after)
+    done = _canonical(_root(after.inactive_xml)) == _canonical(_root(operation.params["xml"]))
+    what = "the network is defined again" if done else "a network of that name is on the host, with another config"
+    return Outcome({"recovery": what, "completed": done}, after_xml=after.inactive_xml)
 
 
 # ---------------------------------------------------------------- an older event: only its own entries
@@ -415,25 +623,45 @@ def undo_request_planned(event: AuditEvent, actor, source: str, message: str = "
     if not isinstance(message, str) or len(message) > MESSAGE_MAX:
         raise UndoImpossible(f"The message is text of at most {MESSAGE_MAX} characters.")
     plan = undo_preview(event, actor, source)
+    params = {
+        "undoes": event.pk,
+        "method": plan.method,
+        "scope": plan.scope,
+        "xml": plan.target_xml,  # what the live, define and create runs apply
+        "new_xml": plan.target_xml,  # what the restart (and its recovery) starts
+    }
+    with transaction.atomic():
+        # Two confirms at once: the second waits here for the first's commit, then sees its operation.
+        if plan.network.pk is None:  # an undefined network: no row to lock
+            list(Host.objects.select_for_update().filter(pk=plan.network.host_id))
+        else:
+            list(Network.objects.select_for_update().filter(pk=plan.network.pk))
+        _refuse_if_pending(event)
+        if plan.method == "create":
+            operation = operation_request(
+                kind=OperationKind.NETWORK_UNDO, host=plan.network.host, actor=actor, source=source,
+                lock_key=network_lock_key(plan.network.host, plan.network.name), target_name=plan.network.name,
+                params=params, message=undo_message(event.pk, message),
+            )  # fmt: skip
+        else:
+            operation = network_operation_request(
+                kind=OperationKind.NETWORK_UNDO, network=plan.network, actor=actor, source=source, params=params,
+                message=undo_message(event.pk, message), before_xml=_scope_xml(plan.network, plan.scope),
+            )  # fmt: skip
+    return operation, plan
+
+
+def _refuse_if_pending(event: AuditEvent) -> None:
     pending = Operation.objects.filter(
         kind=OperationKind.NETWORK_UNDO, status__in=ACTIVE_STATUSES, params__undoes=event.pk
     ).first()
     if pending is not None:
         raise UndoImpossible(f"An undo of this event is already waiting or running (operation #{pending.pk}).")
-    operation = network_operation_request(
-        kind=OperationKind.NETWORK_UNDO,
-        network=plan.network,
-        actor=actor,
-        source=source,
-        message=undo_message(event.pk, message),
-        params={
-            "undoes": event.pk,
-            "method": plan.method,
-            "xml": plan.target_xml,  # what the live and define runs apply
-            "new_xml": plan.target_xml,  # what the restart (and its recovery) starts
-        },
-    )
-    return operation, plan
+
+
+def _scope_xml(state, scope: str) -> str:
+    """The XML an undo of `scope` changes, and records: the running one, else the persistent one."""
+    return state.live_xml if scope == "live" else (state.inactive_xml or state.live_xml)
 
 
 def undo_message(event_id: int, message: str = "") -> str:
@@ -444,27 +672,105 @@ def undo_message(event_id: int, message: str = "") -> str:
 
 
 def _replan_on_host(operation: Operation, progress: Progress) -> str:
-    """The plan again against the host's XML now; the method must not have changed (a live
-    undo an operator asked for must never become a restart)."""
+    """The plan again against the host's XML now; the method and scope must not have changed
+    (a live undo an operator asked for must never become a restart, nor a config-only one a
+    change to the running network). Returns the XML the undo changes, as it is before."""
     conn = host_connection(operation.host)
     fresh = hv_networks.get_network(conn, operation.target_name)
     mirror_network(operation.host, fresh)
     event = AuditEvent.objects.get(pk=operation.params["undoes"])
-    plan = undo_plan(event, current_xml=fresh.inactive_xml, active=fresh.active)
-    if plan.method != operation.params["method"]:
+    plan = undo_plan(event, on_host=fresh)
+    asked = (operation.params["method"], undo_scope(operation.params))
+    if (plan.method, plan.scope) != asked:
         raise UndoImpossible(
-            f"The network changed since the request: this undo now needs a {plan.method} instead of "
-            f"{operation.params['method']}. Ask for it again."
+            f"The network changed since the request: this undo now needs a {_how(plan.method, plan.scope)} "
+            f"instead of {_how(*asked)}. Ask for it again."
         )
     if plan.target_xml != operation.params["xml"]:
         progress.log("The host's XML changed since the request: the undo was worked out again against it")
         params = {**operation.params, "xml": plan.target_xml, "new_xml": plan.target_xml}
         Operation.objects.filter(pk=operation.pk).update(params=params)  # before any change: recovery reads it
         operation.params = params
-    return fresh.inactive_xml
+    return _scope_xml(fresh, plan.scope)
 
 
-RUNS = {"live": network_xml_live_run, "restart": network_restart_run, "define": network_define_run}
+def _how(method: str, scope: str) -> str:
+    return f"{method} ({scope})" if method == "live" else method
+
+
+def _entries_run(operation: Operation, progress: Progress) -> Outcome:
+    """net-update the undo's entries on the configs of its scope, worked out again against
+    the host's XML (a live-only change is undone on the running network only, and so on)."""
+    scope = undo_scope(operation.params)
+    updater = hv_updates.NetworkUpdater(host_connection(operation.host), operation.target_name, scope)
+    before = updater.read()
+    analysis = analyse(_scope_xml(before, scope), operation.params["xml"])
+    if not analysis.live_possible:
+        raise OperationRejected("The network changed since the request: this undo now needs a restart.")
+    done = []
+    with remirror_on_failure(operation) as guard:
+        for number, update in enumerate(analysis.live_updates, start=1):
+            progress.step(10 + int(80 * number / len(analysis.live_updates)), f"{update.command} {update.section}")
+            guard.touch()
+            try:
+                _apply_entry(updater, progress, update, scope)
+            except HypervisorError as error:
+                raise PartlyFailed(
+                    f"Stopped at {update.command} {update.section}: {error}", {"applied": done}
+                ) from None
+            done.append(f"{update.command} {update.section}")
+    after = updater.read()
+    mirror_network(operation.host, after)
+    return Outcome({"applied": done, "scope": scope}, before_xml=_scope_xml(before, scope),
+                   after_xml=_scope_xml(after, scope))  # fmt: skip
+
+
+def _apply_entry(updater: hv_updates.NetworkUpdater, progress: Progress, update: LiveUpdate, scope: str) -> None:
+    if update.command != "replace":
+        updater.apply(command=update.command, section=update.section, fragment=update.fragment,
+                      parent_index=update.parent_index)  # fmt: skip
+        return
+    # Recorded first: a worker killed between the delete and the add leaves what to put back.
+    progress.checkpoint(replacing=asdict(update))
+    updater.apply(command="delete", section=update.section, fragment=update.old_fragment,
+                  parent_index=update.parent_index)  # fmt: skip
+    try:
+        updater.apply(command="add-last", section=update.section, fragment=update.fragment,
+                      parent_index=update.parent_index)  # fmt: skip
+    except HypervisorError:
+        _put_back_if_lost(updater, update, scope)
+        raise
+    progress.checkpoint(replacing=None)
+
+
+def _put_back_if_lost(updater: hv_updates.NetworkUpdater, update: LiveUpdate, scope: str) -> bool:
+    """Add the old entry back when neither it nor its new version is in the XML of the scope."""
+    root = xml.without_runtime_state(_scope_xml(updater.read(), scope))
+    present = {entry_key(element, root)[1] for _section, path in LIVE_SECTIONS for element in root.findall(path)}
+    if {_canonical(_element(update.old_fragment)), _canonical(_element(update.fragment))} & present:
+        return False
+    updater.apply(command="add-last", section=update.section, fragment=update.old_fragment,
+                  parent_index=update.parent_index)  # fmt: skip
+    return True
+
+
+def _recover_entries(operation: Operation, progress: Progress) -> Outcome:
+    """A worker died mid-undo: put back an entry it deleted but had not yet re-added, then
+    say whether the host now has the whole undo."""
+    scope = undo_scope(operation.params)
+    updater = hv_updates.NetworkUpdater(host_connection(operation.host), operation.target_name, scope)
+    replacing = operation.checkpoint.get("replacing")
+    restored = bool(replacing) and _put_back_if_lost(updater, LiveUpdate(**replacing), scope)
+    after = updater.read()
+    mirror_network(operation.host, after)
+    done = analyse(_scope_xml(after, scope), operation.params["xml"]).unchanged
+    what = "the undo is on the host" if done else "the undo is only partly on the host"
+    if restored:
+        what = f"an entry it had deleted to change was put back; {what}"
+    return Outcome({"recovery": what, "completed": done}, after_xml=_scope_xml(after, scope))
+
+
+RUNS = {"live": _entries_run, "restart": network_restart_run, "define": network_define_run, "create": _redefine_run}
 
 
 def _recover_define(operation: Operation, progress: Progress) -> Outcome:
@@ -476,21 +782,35 @@ def _recover_define(operation: Operation, progress: Progress) -> Outcome:
                     "completed": done}, after_xml=after.inactive_xml)  # fmt: skip
 
 
-RECOVERIES = {"live": _recover_xml_live, "restart": network_restart_recover, "define": _recover_define}
+RECOVERIES = {
+    "live": _recover_entries,
+    "restart": network_restart_recover,
+    "define": _recover_define,
+    "create": _recover_redefine,
+}
 
 
 def _undo_recover(operation: Operation, progress: Progress) -> Outcome:
     outcome = RECOVERIES[operation.params["method"]](operation, progress)
-    outcome.result = {"undoes": operation.params["undoes"], "method": operation.params["method"], **outcome.result}
+    said = {
+        "undoes": operation.params["undoes"],
+        "method": operation.params["method"],
+        "scope": undo_scope(operation.params),
+    }
+    outcome.result = {**said, **outcome.result}
     return outcome
 
 
 @operation_kind(OperationKind.NETWORK_UNDO, recover=_undo_recover)
 def network_undo_run(operation: Operation, progress: Progress) -> Outcome:
     progress.step(5, f"Checking the undo of event #{operation.params['undoes']} against the host's XML")
-    before_xml = _replan_on_host(operation, progress)
     method = operation.params["method"]
-    said = {"undoes": operation.params["undoes"], "method": method}
+    if method == "create":  # the network is not on the host: the define checks what the plan did
+        undo_plan(AuditEvent.objects.get(pk=operation.params["undoes"]))
+        before_xml = ""
+    else:
+        before_xml = _replan_on_host(operation, progress)
+    said = {"undoes": operation.params["undoes"], "method": method, "scope": undo_scope(operation.params)}
     try:
         outcome = RUNS[method](operation, progress)
     except PartlyFailed as failure:

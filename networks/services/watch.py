@@ -17,8 +17,10 @@ Where a host worker runs, its network hook sees each net-update (libvirt runs it
 `NAME updated begin -`) and leaves a marker in a spool directory (`updates_dir`,
 KVMWEB_NETWORK_UPDATES_DIR); the host worker's watcher takes the markers every
 SPOOL_POLL_SECONDS and re-reads just those networks, so a net-update shows within about a
-second. The XML check stays, for the hosts watched from afar and for what a hook missed (one
-installed but not loaded yet, a name it refused).
+second; its lag is counted from the marker's mtime, the poll's wait included. A spool that
+cannot be read (a file or a link in its place, a marker that cannot be taken) is logged once
+and skipped, never holding up the XML check, which stays, for the hosts watched from afar and
+for what a hook missed (one installed but not loaded yet, a name it refused).
 
 When the connection closes (the daemon died, or keepalive gave up on a silent host) the host
 is marked unreachable at once, with the reason, and the watcher reconnects after 1, 2, 4 …
@@ -47,7 +49,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from networks.choices import AuditSource, HostStatus
-from networks.forwarding.rules import take_network_updates
+from networks.forwarding.rules import take_network_update_times
 from networks.hypervisor import events, inventory
 from networks.hypervisor.client import libvirt_errors
 from networks.hypervisor.errors import HostUnreachable, HypervisorError, NotFound, brief_message
@@ -286,39 +288,43 @@ class HostWatcher:
             )
         return done
 
-    def _mirror_one(self, kind: str, name: str) -> None:
+    def _mirror_one(self, kind: str, name: str) -> bool:
+        """Mirror one object again; False when the host has no such network or guest (it left
+        the mirror)."""
         if kind == "network":
             if mirror_network_by_name(self.host, self.conn, name):
                 self._remember(name)
-            else:
-                self.digests.pop(name, None)
-        elif kind == "guest":
-            mirror_guest_by_name(self.host, self.conn, name)
-        else:
-            mirror_node_devices(self.host, self.conn)
+                return True
+            self.digests.pop(name, None)
+            return False
+        if kind == "guest":
+            return mirror_guest_by_name(self.host, self.conn, name)
+        mirror_node_devices(self.host, self.conn)
+        return True
 
     # -- net-updates the network hook saw
 
     def check_updates(self) -> list[str]:
-        """Mirror again each network the network hook marked updated. Returns their names.
+        """Mirror again each network the network hook marked updated. Returns the names of
+        those the host has (a marker for one it lacks counts for nothing). The lag recorded
+        runs from when the hook wrote the oldest marker, so it includes the wait for the poll.
         Markers wait while the host is unreachable: the reconnect's sync covers them anyway."""
         if self.updates_dir is None or self.conn is None:
             return []
-        arrived = time.monotonic()
-        done = []
-        for name in take_network_updates(self.updates_dir):
+        done, written = [], []
+        for name, written_at in sorted(take_network_update_times(self.updates_dir).items()):
             try:
-                self._mirror_one("network", name)
-                done.append(name)
+                if self._mirror_one("network", name):
+                    done.append(name)
+                    written.append(written_at)
             except HostUnreachable as error:
                 self.lost(str(error))
                 break
             except Exception:
                 logger.exception("mirroring updated network %s of host %s failed", name, self.host_id)
         if done:
-            Host.objects.filter(pk=self.host_id).update(
-                last_event_at=timezone.now(), event_lag_seconds=round(time.monotonic() - arrived, 3)
-            )
+            lag = max(0.0, time.time() - min(written))  # a marker's mtime is wall-clock time
+            Host.objects.filter(pk=self.host_id).update(last_event_at=timezone.now(), event_lag_seconds=round(lag, 3))
         return done
 
     # -- the periodic XML check
@@ -400,8 +406,8 @@ class HostWatcher:
                         timeout=max(0.0, min(1.0, next_check - time.monotonic(), next_spool - time.monotonic()))
                     )
                     if time.monotonic() >= next_spool:
-                        self.check_updates()
                         next_spool = time.monotonic() + SPOOL_POLL_SECONDS
+                        self._check_updates_logged()
                     if self.conn is not None and time.monotonic() >= next_check:
                         self.check_xml()
                         next_check = time.monotonic() + self.digest_seconds
@@ -413,6 +419,14 @@ class HostWatcher:
                     close_old_connections()
         finally:
             self.close()
+
+    def _check_updates_logged(self) -> None:
+        """check_updates, its failure logged: whatever the spool holds, the XML check after it
+        still runs (it also sees the net-updates a hook marked)."""
+        try:
+            self.check_updates()
+        except Exception:
+            logger.exception("event watcher of host %s: the network-updates spool", self.host_id or self.host_name)
 
 
 def watcher_start(

@@ -358,6 +358,14 @@ def _check_entry(section: str, element: etree._Element, root: etree._Element, in
     return _with_entry(info, section, plan)
 
 
+def check_entry_shapes(root: etree._Element) -> None:
+    """The attributes and children of every entry of the live sections (a network created from
+    a whole XML: libvirt would silently drop an attribute it does not know)."""
+    for section, path in LIVE_SECTIONS:
+        for element in root.findall(path):
+            _check_shape(section, element, _describe(element))
+
+
 def _check_shape(section: str, element: etree._Element, where: str) -> None:
     attributes, children = ENTRY_SHAPES[section]
     unknown = set(element.attrib) - attributes

@@ -8,10 +8,17 @@ uplink to the networks forwarding through it and a network to each guest interfa
 Kept readable for hundreds of guests: a network with more than GUEST_LIMIT guests shows the
 first GUEST_SHOWN and one "+ N more guests" box linking to the network's page; networks with no
 guest are listed together in one box when there are more than IDLE_LIMIT of them.
+
+The uplinks are the host's NICs, not every interface libvirt lists as a net node device (lo,
+each guest's tap or macvtap, the bridges, veths): a NIC has a PCI or USB device behind it. A
+software interface (a bond, a VLAN) is drawn too when a network or a guest uses it, or a NIC is
+part of it. Past NIC_LIMIT of them, the first NIC_SHOWN (those in use first) and
+one "+ N more NICs" box.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -32,8 +39,15 @@ IDLE_LINES = 30
 VF_LINES = 16
 FORWARD_LIMIT = 30
 POOL_WARN = 0.9
-# How the sync words a NIC that is a bridge port (inventory.host_nic_uses)
-BRIDGE_MEMBER = "member of bridge "
+NIC_LIMIT = 16
+NIC_SHOWN = 12
+# libvirt's root node device: the parent of every net device with no hardware behind it
+ROOT_DEVICE = "computer"
+# Interfaces libvirt and the kernel create per guest or for the host itself: never an uplink
+NOT_UPLINKS = re.compile(r"lo|vnet\d+|macvtap\d+")
+# How the sync words a NIC that is a bridge port, or part of another interface (inventory.host_nic_uses)
+MEMBER = "member of "
+BRIDGE_MEMBER = MEMBER + "bridge "
 
 
 @dataclass
@@ -41,7 +55,7 @@ class Mirror:
     """What the picture reads of one host, each in one query."""
 
     host: object
-    uplinks: list[NodeDevice]
+    net_devices: list[NodeDevice]  # every net node device, by interface name
     devices: list[NodeDevice]
     networks: list[Network]
     guests: list[Guest]
@@ -62,7 +76,7 @@ def load(host) -> Mirror:
     )
     return Mirror(
         host=host,
-        uplinks=sorted((d for d in devices if d.capability == "net" and d.net_interface), key=_uplink_order),
+        net_devices=sorted((d for d in devices if d.capability == "net" and d.net_interface), key=_uplink_order),
         devices=devices,
         networks=list(
             Network.objects.filter(host=host)
@@ -153,21 +167,67 @@ class Picture:
     def _draw_uplinks(self) -> None:
         href = reverse("networks:host_passthrough", args=[self.m.host.pk])
         uses = self.m.host.nic_uses or {}
-        for nic in self.m.uplinks:
+        used = self._used_devices()
+        nics = self._uplink_nics(used)
+        shown = nics
+        if len(nics) > NIC_LIMIT:  # those in use first, drawn in name order
+            joined = used | set(uses)  # or the host uses
+            ranked = sorted(nics, key=lambda nic: (nic.net_interface not in joined, _uplink_order(nic)))
+            shown = sorted(ranked[:NIC_SHOWN], key=_uplink_order)
+        for nic in shown:
             name = nic.net_interface
             rows = [Row(name), Row(nic.net_mac or "no MAC known", "detail")]
             if uses.get(name):
                 rows.append(Row(str(uses[name]), "detail"))
             title = f"{name}: {uses[name]}" if uses.get(name) else name
             self.uplinks.add(Box(f"nic:{name}", href, rows, "uplink", title=title))
+        if len(nics) > len(shown):
+            rows = [Row(f"+ {len(nics) - len(shown)} more NICs", "more")]
+            self.uplinks.add(Box("more:nics", href, rows, "more"))
+
+    def _uplink_nics(self, used: set[str]) -> list[NodeDevice]:
+        """The net devices drawn as uplinks: the NICs, and the software interfaces a network or a
+        guest uses or a NIC is part of; never lo, a guest's tap or macvtap, or a bridge (the middle
+        column draws those). A bridge's port counts for nothing: a veth or a tap is one too."""
+        bridges = {n.bridge for n in self.m.networks if n.bridge} | {str(b) for b in self.m.host.host_bridges or ()}
+        wanted = used | self._aggregates()
+        return [
+            device
+            for device in self.m.net_devices
+            if device.net_interface not in bridges
+            and not NOT_UPLINKS.fullmatch(device.net_interface)
+            and (device.parent != ROOT_DEVICE or device.net_interface in wanted)
+        ]
+
+    def _used_devices(self) -> set[str]:
+        """The devices networks forward through (`<forward dev>`, a pool's PF) and those guests'
+        macvtap interfaces sit on."""
+        devices = set().union(*(self._forward_devs(network) for network in self.m.networks))
+        for guest in self.m.guests:
+            devices |= {i.source for i in guest.interfaces.all() if i.type == "direct" and i.source}
+        return devices
+
+    def _aggregates(self) -> set[str]:
+        """Software interfaces a host NIC is part of (a bond, a VLAN), from the sync's "member of
+        TYPE NAME"; bridges are drawn in the middle column."""
+        found = set()
+        for use in (self.m.host.nic_uses or {}).values():
+            kind, _, name = str(use).removeprefix(MEMBER).partition(" ")
+            if str(use).startswith(MEMBER) and kind != "bridge" and name:
+                found.add(name)
+        return found
 
     def _uplinks_of(self, network: Network) -> set[str]:
+        return self._forward_devs(network) | self._bridge_ports(network.bridge)
+
+    @staticmethod
+    def _forward_devs(network: Network) -> set[str]:
         devs = {network.forward_dev} | {
             fwd.dev
             for fwd in network.forward_interfaces.all()
             if fwd.kind in (ForwardInterfaceKind.INTERFACE, ForwardInterfaceKind.PF)
         }
-        return {dev for dev in devs if dev} | self._bridge_ports(network.bridge)
+        return {dev for dev in devs if dev}
 
     def _bridge_ports(self, bridge: str) -> set[str]:
         if not bridge:

@@ -34,12 +34,13 @@ def _host_names(request, exclude: Host | None = None) -> list[str]:
     return list((hosts.exclude(pk=exclude.pk) if exclude else hosts).values_list("name", flat=True))
 
 
-def _plan_context(request, form, document: str, host_names: list[str], prune: bool) -> dict:
+def _plan_context(request, form, document: str, host_names: list[str], prune: bool, overwrite: bool = True) -> dict:
     """The plan of `document` on the hosts (or the document's error), and whether Apply is offered."""
     context = {"form": form, "document": document, "prune": prune, "target_names": host_names}
+    context["keep_existing"] = not overwrite
     try:
         hosts = resolve_hosts(request.user, host_names)
-        context["plan"] = plan_document(document, hosts, prune)
+        context["plan"] = plan_document(document, hosts, prune, overwrite)
     except DocumentRejected as error:
         context["error"] = str(error)
         return context
@@ -65,8 +66,13 @@ def network_copy(request, pk):
     form = CopyForm(request.POST or None, host_names=_host_names(request, exclude=network.host))
     context = {"form": form, "host": network.host, "network": network}
     if request.method == "POST" and form.is_valid():
-        document = export_networks(network.host, [network.name])
-        context.update(_plan_context(request, form, document, form.cleaned_data["hosts"], False))
+        cleaned = form.cleaned_data
+        try:
+            document = export_networks(network.host, [network.name])
+        except DocumentRejected as error:  # its XML from the host cannot be read: sync it
+            context["error"] = str(error)
+        else:
+            context.update(_plan_context(request, form, document, cleaned["hosts"], False, cleaned["replace"]))
     return render(request, "networks/desired_plan.html", context)
 
 
@@ -80,8 +86,9 @@ def network_plan_apply(request):
         try:
             hosts = resolve_hosts(request.user, cleaned["hosts"])
             context["result"] = apply_document(
-                cleaned["document"], hosts, prune=cleaned["prune"], actor=request.user, source=WEB
-            )
+                cleaned["document"], hosts, prune=cleaned["prune"], overwrite=not cleaned["keep_existing"],
+                actor=request.user, source=WEB,
+            )  # fmt: skip
         except DocumentRejected as error:
             context["error"] = str(error)
     return render(request, "networks/desired_result.html", context, status=200 if "result" in context else 400)

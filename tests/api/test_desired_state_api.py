@@ -33,6 +33,14 @@ def test_export_of_an_unknown_network_is_a_400_and_of_an_unknown_host_a_404(api,
     assert api.get("/api/hosts/9999/networks/export/").status_code == 404
 
 
+def test_export_errors_asked_for_as_yaml_come_as_yaml(api, demo_host):
+    bad_name = api.get(f"/api/hosts/{demo_host.pk}/networks/export/?names=nope", HTTP_ACCEPT="application/yaml")
+    assert bad_name.status_code == 400 and bad_name["Content-Type"].startswith("application/yaml")
+    assert yaml.safe_load(bad_name.content) == {"names": ["demo has no network named 'nope'."]}
+    unknown_host = api.get("/api/hosts/9999/networks/export/", HTTP_ACCEPT="application/yaml")
+    assert unknown_host.status_code == 404 and "detail" in yaml.safe_load(unknown_host.content)
+
+
 def test_plan_then_apply_then_no_changes(api, second_host):
     body = {"document": DOCUMENT, "hosts": ["second"], "prune": False}
     plan = api.post("/api/network-plans/", body, format="json")

@@ -50,7 +50,7 @@ def test_a_dry_run_answers_the_plan_and_changes_nothing(api, event, host_xml):
     assert plan["undoes"] == event.pk and plan["method"] == "live" and plan["network_name"] == "default"
     assert [(u["section"], u["command"]) for u in plan["live_updates"]] == [("ip-dhcp-host", "delete")]
     assert plan["actions"] == ["network.undo", "network.update.ip-dhcp-host"]
-    assert plan["restart"] is None and plan["changed_since"] is False
+    assert plan["restart"] is None and plan["changed_since"] is False and plan["scope"] == "both"
     assert host_xml() == before and not _undo_operations().exists() and AuditEvent.objects.count() == events
 
 
@@ -141,3 +141,17 @@ def test_an_event_of_a_host_outside_the_scope_does_not_exist(db, event):
     assert _undo(scoped, event).status_code == 404
     assert _undo(scoped, event, query="?dry_run=1").status_code == 404
     assert not _undo_operations().exists()
+
+
+def test_the_plan_to_define_an_undefined_network_again_has_no_network_id(api, demo_host, admin):
+    from networks.services.networks import network_request_undefine
+
+    operation = network_request_undefine(network=Network.objects.get(host=demo_host, name="isolated"), actor=admin,
+                                         source="web")  # fmt: skip
+    assert operation_run(operation.pk).status == OperationStatus.SUCCEEDED
+    event = AuditEvent.objects.get(operation=operation, action="network.undefine.succeeded")
+    response = _undo(api, event, query="?dry_run=1")
+    assert response.status_code == 200, response.content
+    plan = response.json()
+    assert (plan["method"], plan["network"], plan["network_name"]) == ("create", None, "isolated")
+    assert plan["actions"] == ["network.undo", "network.create"]

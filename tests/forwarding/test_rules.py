@@ -4,7 +4,9 @@ Expected text is written out by hand: it is what an admin sees in `iptables-save
 `nft list ruleset`. Nothing here touches the machine's firewall."""
 
 import json
+import os
 import subprocess
+import time
 
 import pytest
 
@@ -611,3 +613,61 @@ def test_the_installed_network_hook_marks_a_net_update_as_libvirtd_runs_it(tmp_p
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert (done.returncode, done.stderr) == (0, "")
     assert fw.take_network_updates(paths.network_updates_dir) == ["default"]
+
+
+def test_a_spool_that_is_a_link_is_neither_written_nor_read_through(tmp_path, capsys):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    fw.record_network_update(target, "lan")  # a marker the link's target holds
+    spool = tmp_path / "updates"
+    spool.symlink_to(target)
+    assert _hook(["default", "updated", "begin", "-"], spool, tmp_path) == 0
+    assert "kvmweb network hook updated:" in capsys.readouterr().err
+    assert fw.take_network_updates(spool) == []
+    assert [p.name for p in target.iterdir()] == [fw._marker_name("lan")], "nothing written or taken there"
+
+
+def test_a_spool_that_cannot_be_read_yields_nothing_and_raises_nothing(tmp_path, caplog):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("a file where the spool directory should be")
+    assert fw.take_network_updates(not_a_dir) == []
+    assert fw.take_network_updates(not_a_dir) == []
+    assert sum("cannot be read" in r.getMessage() for r in caplog.records) == 1, "said once, not every poll"
+
+
+def test_a_marker_that_cannot_be_taken_is_skipped_and_the_others_taken(tmp_path, caplog):
+    spool = tmp_path / "updates"
+    fw.record_network_update(spool, "default")
+    fw.record_network_update(spool, "lan")
+    blocked = spool / f".taken-{fw._marker_name('default')}"
+    blocked.mkdir()  # a directory where default's marker is renamed to
+    (blocked / "x").write_text("")
+    assert fw.take_network_updates(spool) == ["lan"]
+    assert fw.take_network_updates(spool) == []
+    assert (spool / fw._marker_name("default")).exists() and (blocked / "x").exists()
+    assert sum("cannot be taken" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_marker_tells_when_it_was_written(tmp_path):
+    spool = tmp_path / "updates"
+    fw.record_network_update(spool, "default")
+    os.utime(spool / fw._marker_name("default"), (1_700_000_000, 1_700_000_000))
+    assert fw.take_network_update_times(spool) == {"default": 1_700_000_000.0}
+
+
+def test_dot_files_a_killed_hook_or_watcher_left_are_removed_after_a_minute(tmp_path):
+    spool = tmp_path / "updates"
+    fw.record_network_update(spool, "default")
+    left = [".tmp-0123456789abcdef", ".k3j_x9q2", f".taken-{fw._marker_name('lan')}"]
+    for name in left + [".fresh"]:
+        (spool / name).write_text("lan\n")
+    (spool / ".old-dir").mkdir()
+    (spool / ".old-link").symlink_to(tmp_path / "kept")
+    (tmp_path / "kept").write_text("")
+    two_minutes_ago = time.time() - 120
+    for name in left + [".old-dir"]:
+        os.utime(spool / name, (two_minutes_ago, two_minutes_ago))
+    os.utime(spool / ".old-link", (two_minutes_ago, two_minutes_ago), follow_symlinks=False)
+    assert fw.take_network_updates(spool) == ["default"]
+    assert sorted(p.name for p in spool.iterdir()) == [".fresh", ".old-dir"]
+    assert (tmp_path / "kept").exists(), "a link is removed, never what it points to"

@@ -2,14 +2,16 @@
 
 import pytest
 import yaml
+from lxml import etree
 
 from networks.choices import AuditSource, OperationKind, OperationStatus
 from networks.hypervisor import client
 from networks.models import AuditEvent, Host, Network, Operation
+from networks.services import desired
 from networks.services import hosts as host_services
 from networks.services.create import network_request_create_from_xml
-from networks.services.desired import DocumentRejected, canonical, export_networks, parse_document
-from networks.services.desired_plan import apply_document, plan_document, resolve_hosts
+from networks.services.desired import MAX_NETWORKS, DocumentRejected, export_networks, parse_document
+from networks.services.desired_plan import apply_document, plan_document, plan_lines, resolve_hosts
 from networks.services.operations import OperationRejected, operation_run
 from networks.services.permissions import PermissionDenied
 from tests.factories import UserFactory
@@ -40,6 +42,15 @@ def document(*entries) -> str:
 
 def entry(name, network_xml, active=True, autostart=False) -> dict:
     return {"name": name, "active": active, "autostart": autostart, "xml": network_xml}
+
+
+def without_uuid_and_bridge_mac(network_xml: str) -> str:
+    """The config as canonical XML with only what each host assigns removed: <uuid> and the
+    bridge's <mac>. Anything else a copy lost or gained makes it differ."""
+    root = etree.fromstring(network_xml.encode())
+    for element in [*root.findall("uuid"), *root.findall("mac")]:
+        root.remove(element)
+    return etree.tostring(root, method="c14n").decode()
 
 
 ISOLATED = "<network><name>lab</name><bridge name='virbr70'/><ip address='10.70.0.1' prefix='24'/></network>"
@@ -85,7 +96,7 @@ def test_a_host_exported_and_applied_to_another_gives_the_same_networks_and_a_se
         source = Network.objects.get(host=demo_host, name=name)
         copy = Network.objects.get(host=second_host, name=name)
         assert copy.active and copy.uuid != source.uuid
-        assert canonical(copy.inactive_xml) == canonical(source.inactive_xml)
+        assert without_uuid_and_bridge_mac(copy.inactive_xml) == without_uuid_and_bridge_mac(source.inactive_xml)
     before = Operation.objects.count()
     again = apply_document(text, [second_host], actor=admin, source=WEB)
     assert again.summary == "no changes: 2 network(s) unchanged"
@@ -123,6 +134,22 @@ def test_a_bridge_change_on_a_running_network_is_a_restart_listing_its_guests(de
     assert operation.kind == OperationKind.NETWORK_RESTART and 'stp="on"' in operation.params["new_xml"]
 
 
+def test_a_live_change_on_a_network_with_a_restart_pending_is_planned_as_a_restart(demo_host, admin):
+    network = Network.objects.get(host=demo_host, name="isolated")
+    pending = network.inactive_xml.replace("<ip ", "<domain name='pending.test'/>\n  <ip ", 1)  # libvirt's order
+    # As a sync stores it (the test driver keeps one config per network): persistent != running.
+    Network.objects.filter(pk=network.pk).update(inactive_xml=pending, drifted=True)
+    text = export_networks(demo_host, ["isolated"]).replace(
+        "<dhcp>", "<dhcp><host mac='52:54:00:77:00:01' name='new' ip='10.10.0.77'/>"
+    )
+    [item] = [item for item in plan_document(text, [demo_host]).items if item.network == "isolated"]
+    assert item.action == "restart" and "restart was pending" in item.detail and not item.updates
+    result = apply_document(text, [demo_host], actor=admin, source=WEB)
+    [operation] = Operation.objects.filter(pk=result.results[0]["operations"][0]["id"])
+    assert operation.kind == OperationKind.NETWORK_RESTART  # the guests on it are re-plugged
+    assert "pending.test" in operation.params["new_xml"] and "52:54:00:77:00:01" in operation.params["new_xml"]
+
+
 def test_a_stopped_network_gets_a_new_persistent_config_then_is_started(demo_host, admin, demo_uri):
     client.connect(demo_uri).networkLookupByName("isolated").destroy()
     Network.objects.filter(host=demo_host, name="isolated").update(active=False)
@@ -155,6 +182,67 @@ def test_a_create_whose_bridge_or_subnet_is_taken_on_the_target_is_a_conflict(de
     result = apply_document(text, [second_host], actor=admin, source=WEB)
     assert [r["status"] for r in result.results if r["network"] != "default"] == ["skipped", "skipped"]
     assert not Operation.objects.filter(host=second_host, kind=OperationKind.NETWORK_CREATE).exists()
+
+
+def test_prune_lists_the_running_guests_that_lose_their_network(demo_host):
+    text = export_networks(demo_host, ["isolated"])
+    plan = plan_document(text, [demo_host], prune=True)
+    default = next(item for item in plan.items if item.network == "default")
+    assert default.action == "delete" and default.guests == ["ci01", "web01"]  # build01, on it too, is off
+    assert "2 running guest(s) lose their network" in default.detail
+    assert any(line.strip() == "guests cut off: ci01, web01" for line in plan_lines(plan))
+
+
+def test_two_networks_of_one_document_with_the_same_bridge_or_subnet_are_conflicts(second_host, admin):
+    same_bridge = ISOLATED.replace("lab", "lab2").replace("10.70.0.1", "10.71.0.1")
+    overlapping = (
+        ISOLATED.replace("lab", "lab3")
+        .replace("virbr70", "virbr73")
+        .replace("10.70.0.1' prefix='24", "10.70.0.129' prefix='25")
+    )
+    apart = ISOLATED.replace("lab", "lab4").replace("virbr70", "virbr74").replace("10.70.0.1", "10.74.0.1")
+    text = document(
+        entry("lab", ISOLATED), entry("lab2", same_bridge), entry("lab3", overlapping), entry("lab4", apart)
+    )
+    details = {item.network: (item.action, item.detail) for item in plan_document(text, [second_host]).items}
+    assert details["lab"] == (
+        "conflict",
+        "the bridge virbr70 is also that of lab2 in the document; "
+        "10.70.0.0/24 overlaps 10.70.0.128/25 of lab3 in the document",
+    )
+    assert details["lab2"] == ("conflict", "the bridge virbr70 is also that of lab in the document")
+    assert details["lab3"] == ("conflict", "10.70.0.128/25 overlaps 10.70.0.0/24 of lab in the document")
+    assert details["lab4"][0] == "create"
+    result = apply_document(text, [second_host], actor=admin, source=WEB)
+    assert [op.target_name for op in run_all(result)] == ["lab4"]
+
+
+def test_clashes_within_a_document_are_found_among_many_subnets_and_a_few_are_told(second_host):
+    def network(name, third_octets, ipv6=""):
+        ips = "".join(f"<ip address='10.80.{octet}.1' prefix='24'/>" for octet in third_octets)
+        return entry(name, f"<network><name>{name}</name>{ips}{ipv6}</network>")
+
+    v6 = "<ip family='ipv6' address='fd00:80::1' prefix='64'/>"
+    text = document(network("many", range(200)), network("more", range(100, 250)), network("v6a", [], v6),
+                    network("v6b", [], v6.replace("::1", "::2")), network("apart", [250]))  # fmt: skip
+    details = {item.network: (item.action, item.detail) for item in plan_document(text, [second_host]).items}
+    assert details["many"] == (
+        "conflict",
+        "10.80.100.0/24 overlaps 10.80.100.0/24 of more in the document; "
+        "10.80.101.0/24 overlaps 10.80.101.0/24 of more in the document; "
+        "10.80.102.0/24 overlaps 10.80.102.0/24 of more in the document",
+    )
+    assert details["more"][0] == "conflict" and details["more"][1].count("overlaps") == 3
+    assert details["v6a"] == ("conflict", "fd00:80::/64 overlaps fd00:80::/64 of v6b in the document")
+    assert details["apart"][0] == "create"
+
+
+def test_without_overwrite_a_different_network_of_the_same_name_is_a_conflict(demo_host, second_host):
+    text = export_networks(demo_host, ["default"])
+    [item] = plan_document(text, [second_host], overwrite=False).items
+    assert (item.action, item.detail) == ("conflict", "a different network named default exists on second")
+    same = export_networks(second_host, ["default"])  # its own config: nothing to replace
+    assert [item.action for item in plan_document(same, [second_host], overwrite=False).items] == ["unchanged"]
 
 
 def test_prune_deletes_networks_not_in_the_document_and_only_with_the_flag(second_host, admin):
@@ -199,6 +287,9 @@ def test_hosts_out_of_scope_are_unknown(demo_host, second_host):
 # ---------------------------------------------------------------- hostile documents
 
 
+BOGUS_RESERVATION = ISOLATED.replace(
+    "/></network>", "><dhcp><host mac='52:54:00:00:70:05' ip='10.70.0.5' name='h5' bogus='x'/></dhcp></ip></network>"
+)
 BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b]\n'
 
 
@@ -219,7 +310,12 @@ BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a
         ("kvmweb: networks/v1\nnetworks: [[1]]\n", "must be a mapping"),
         ("kvmweb: networks/v1\nnetworks: [{name: 12, xml: x}]\n", "`name` must be a network name"),
         ("kvmweb: !!python/object/apply:os.system [echo]\nnetworks: []\n", "not readable YAML"),
-        ("x" * (2 * 1024 * 1024 + 1), "at most 2,097,152 characters"),
+        ("x" * (2 * 1024 * 1024), "at most 1,048,576 characters"),
+        ("kvmweb: networks/v1\n" + "".join(f"k{i}: 1\n" for i in range(200_000)), "at most 1,048,576 characters"),
+        # just under 1 MB: 100,000 keys, or half a million list items, would each cost a node
+        ("kvmweb: networks/v1\n" + "".join(f"k{i:05}: 1\n" for i in range(100_000)), "more than 10,000 YAML values"),
+        ("[" + "1," * 500_000 + "1]", "more than 10,000 YAML values"),
+        ("a: 1\n" + "".join(f"k{i}: 1\n" for i in range(4_000)) + "a: 2\n", "'a' appears twice"),
         (document(entry("lab", ISOLATED, active="yes")), "`active` must be true or false"),
         (document(entry("lab", ISOLATED), entry("lab", ISOLATED)), "more than once"),
         (document({**entry("lab", ISOLATED), "colour": "red"}), "unknown key 'colour'"),
@@ -242,11 +338,29 @@ BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a
             "dhcp-script",
         ),
         (document(entry("lab", ISOLATED.replace("virbr70", "bad\nname"))), "<bridge name>"),
+        (document(entry("lab", BOGUS_RESERVATION)), "<host mac='52:54:00:00:70:05'.*unknown attribute 'bogus'"),
+        (document(entry("lab", ISOLATED.replace("<ip ", "<portgroup name='p'><colour/></portgroup><ip "))), "<colour>"),
     ],
 )
 def test_hostile_documents_are_refused_before_anything_is_planned(text, message, demo_host):
     with pytest.raises(DocumentRejected, match=message):
         plan_document(text, [demo_host])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BOMB, "anchors and aliases"),
+        ("[" * 100_000, "nests deeper than 20"),
+        ("a: 1\n" + "".join(f"k{i}: 1\n" for i in range(4_000)) + "a: 2\n", "'a' appears twice"),
+        ("[" + "1," * 20_000 + "1]", "more than 10,000 YAML values"),
+    ],
+)
+def test_without_libyaml_the_pure_python_reader_refuses_the_same(text, message, monkeypatch):
+    monkeypatch.setattr(desired, "Loader", yaml.SafeLoader)
+    with pytest.raises(DocumentRejected, match=message):
+        parse_document(text)
+    assert parse_document(document(entry("lab", ISOLATED)))[0].name == "lab"
 
 
 def test_creating_from_xml_refuses_what_edit_xml_refuses(demo_host, admin):
@@ -258,12 +372,26 @@ def test_creating_from_xml_refuses_what_edit_xml_refuses(demo_host, admin):
         network_request_create_from_xml(
             host=demo_host, network_xml=dangerous, start=True, autostart=False, actor=admin, source=WEB
         )
+    with pytest.raises(OperationRejected, match="unknown attribute 'bogus'"):  # libvirt would drop it silently
+        network_request_create_from_xml(
+            host=demo_host, network_xml=BOGUS_RESERVATION, start=True, autostart=False, actor=admin, source=WEB
+        )
     with pytest.raises(OperationRejected, match="already exists"):
         network_request_create_from_xml(
             host=demo_host, network_xml=ISOLATED.replace("lab", "isolated"), start=True, autostart=False,
             actor=admin, source=WEB,
         )  # fmt: skip
     assert not Operation.objects.filter(kind=OperationKind.NETWORK_CREATE).exists()
+
+
+def test_a_document_of_the_most_networks_allowed_is_read(demo_host):
+    entries = [
+        entry(f"n{i}", f"<network><name>n{i}</name><ip address='10.{i // 250}.{i % 250}.1' prefix='24'/></network>")
+        for i in range(MAX_NETWORKS)
+    ]
+    assert len(parse_document(document(*entries))) == MAX_NETWORKS
+    with pytest.raises(DocumentRejected, match="at most 500 networks"):
+        parse_document(document(*entries, entry("one-more", ISOLATED.replace("lab", "one-more"))))
 
 
 def test_parse_keeps_what_the_document_says(demo_host):
@@ -305,6 +433,23 @@ def test_export_plan_and_apply_commands(demo_host, second_host, admin, tmp_path,
     assert operation_run(operation.pk).status == OperationStatus.SUCCEEDED
     call_command("applynetworks", str(path), "--hosts", "second", "--as", admin.username)
     assert capsys.readouterr().out.strip().endswith("no changes: 1 network(s) unchanged")
+
+
+def test_apply_command_waiting_gives_up_after_its_timeout(second_host, admin, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    path = tmp_path / "lab.yaml"
+    path.write_text(document(entry("lab", ISOLATED)))
+    for bad in ("soon", "-1", "nan", "inf"):
+        with pytest.raises(CommandError, match="--timeout"):
+            call_command("applynetworks", str(path), "--hosts", "second", "--as", admin.username, "--timeout", bad)
+    assert not Operation.objects.filter(kind=OperationKind.NETWORK_CREATE).exists()
+    # no worker runs in the tests: the operation stays queued
+    args = ("--hosts", "second", "--as", admin.username, "--wait", "--timeout", "0.2")
+    with pytest.raises(CommandError, match=r"Gave up after 0.2 s; not finished yet: #\d+ queued"):
+        call_command("applynetworks", str(path), *args)
+    [operation] = Operation.objects.filter(kind=OperationKind.NETWORK_CREATE)
+    assert operation.status == OperationStatus.QUEUED
 
 
 def test_commands_refuse_bad_input_with_a_message(demo_host, tmp_path):

@@ -132,6 +132,21 @@ def test_an_operations_re_read_writes_under_the_hosts_lock(make_host):
     assert Guest.objects.get(host=host, name="g0").state == "paused"
 
 
+def test_an_interface_operations_re_read_of_a_gone_guest_deletes_it_under_the_hosts_lock(make_host):
+    from networks.services.interfaces import runs
+
+    host, conn = make_host("gone", host_file(networks=2, guests=2))
+    _sync(host, conn)
+    dom = conn.lookupByName("g1")
+    if dom.isActive():
+        dom.destroy()
+    dom.undefine()
+    with CaptureQueriesContext(connection) as queries:
+        runs._mirror_guest(Operation(host=host, target_name="g1"), conn)
+    assert _lock_before_first_write([q["sql"] for q in queries.captured_queries])
+    assert set(Guest.objects.filter(host=host).values_list("name", flat=True)) == {"g0"}
+
+
 def test_mirror_network_writes_under_the_hosts_lock(make_host):
     host, conn = make_host("locked2", host_file(networks=1, guests=0))
     info = next(read.info for read in snapshot.read_host(conn).networks)
@@ -157,3 +172,82 @@ def test_node_devices_read_again_are_not_parsed_again_unless_their_xml_is_oversi
     huge = _device_xml("N" * 20_000)  # a hostile host's: parsed each time, never kept
     assert snapshot.parsed_device(huge).product == "N" * 20_000
     assert snapshot._cached_device.cache_info().currsize == 1
+
+
+def _update(net, command: int, section: int, xml_text: str) -> None:
+    flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    net.update(command, section, -1, xml_text, flags)
+
+
+def _reservations(host) -> dict[str, int]:
+    return dict(DhcpReservation.objects.filter(network__host=host, network__name="net0").values_list("name", "pk"))
+
+
+def _reservation_writes(statements: list[str]) -> list[str]:
+    return [sql.split(None, 1)[0] for sql in _writes(statements) if '"networks_dhcpreservation"' in sql]
+
+
+def test_a_reservation_added_or_removed_behind_kvmwebs_back_writes_that_one_row(make_host):
+    host, conn = make_host("reserve", host_file(networks=2, guests=1, reservations=5))
+    _sync(host, conn)
+    before = _reservations(host)
+    net = conn.networkLookupByName("net0")
+    added = "<host mac='52:54:03:00:00:78' name='added' ip='10.50.0.78'/>"
+    _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, added)
+    assert _reservation_writes(_sync(host, conn)) == ["INSERT"]
+    after = _reservations(host)
+    assert after == {**before, "added": after["added"]}  # the others kept their rows
+
+    gone = "<host mac='52:54:01:00:00:02' name='r0-2' ip='10.50.0.12'/>"
+    _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, gone)
+    assert _reservation_writes(_sync(host, conn)) == ["DELETE"]
+    assert _reservations(host) == {name: pk for name, pk in after.items() if name != "r0-2"}
+
+
+def test_a_changed_dhcp_range_writes_the_networks_addresses_again(make_host):
+    host, conn = make_host("ranges", host_file(networks=2, guests=1, reservations=3))
+    _sync(host, conn)
+    net = conn.networkLookupByName("net0")
+    section = libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE
+    _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, section, "<range start='10.50.0.100' end='10.50.0.199'/>")
+    _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, "<range start='10.50.0.150' end='10.50.0.159'/>")
+    _sync(host, conn)
+    network = Network.objects.get(host=host, name="net0")
+    (ip,) = network.ips.all()
+    assert [(r.start, r.end, r.size) for r in ip.dhcp_ranges.all()] == [("10.50.0.150", "10.50.0.159", 10)]
+    assert sorted(network.dhcp_reservations.values_list("name", "address", "ip_id")) == [
+        ("r0-0", "10.50.0.10", ip.pk), ("r0-1", "10.50.0.11", ip.pk), ("r0-2", "10.50.0.12", ip.pk),
+    ]  # fmt: skip
+
+
+def _interfaces(host, guest: str) -> dict[int, tuple[int, str]]:
+    rows = GuestInterface.objects.filter(guest__host=host, guest__name=guest)
+    return {position: (pk, link) for position, pk, link in rows.values_list("position", "pk", "link_state")}
+
+
+def _interface_writes(statements: list[str]) -> list[str]:
+    return [sql.split(None, 1)[0] for sql in _writes(statements) if '"networks_guestinterface"' in sql]
+
+
+def _redefine(conn, name: str, change) -> None:
+    from lxml import etree
+
+    root = etree.fromstring(conn.lookupByName(name).XMLDesc(0))
+    change(root.find("devices"))
+    conn.defineXML(etree.tostring(root, encoding="unicode"))
+
+
+def test_a_nic_changed_or_removed_writes_that_interface_row_alone(make_host):
+    from lxml import etree
+
+    host, conn = make_host("nics", host_file(networks=2, guests=2))
+    _sync(host, conn)
+    before = _interfaces(host, "g1")  # g1 is shut off: its config can be redefined
+    assert [link for _, link in before.values()] == ["", ""]
+    _redefine(conn, "g1", lambda devices: etree.SubElement(devices.findall("interface")[1], "link", state="down"))
+    assert _interface_writes(_sync(host, conn)) == ["UPDATE"]
+    assert _interfaces(host, "g1") == {0: before[0], 1: (before[1][0], "down")}  # both rows kept
+
+    _redefine(conn, "g1", lambda devices: devices.remove(devices.findall("interface")[1]))
+    assert _interface_writes(_sync(host, conn)) == ["DELETE"]
+    assert _interfaces(host, "g1") == {0: before[0]}

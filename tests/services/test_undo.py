@@ -1,11 +1,14 @@
 """Undo from the audit log on the test driver: the plan (live, restart, an older event's own
 entries, conflicts), who may ask, and the run, checked against what the host holds."""
 
+import threading
+import time
 from dataclasses import asdict
 from datetime import timedelta
 
 import libvirt
 import pytest
+from django.db import connection
 from django.utils import timezone
 from lxml import etree
 
@@ -13,8 +16,10 @@ from networks.choices import AuditSource, OperationStatus
 from networks.hypervisor import client
 from networks.hypervisor import networks as hv_networks
 from networks.models import AuditEvent, Network, Operation
+from networks.services import operations, undo
 from networks.services.audit import audit_record
 from networks.services.netupdate import network_request_update
+from networks.services.networks import network_request_undefine
 from networks.services.operations import OperationRejected, operation_recover_lost, operation_run
 from networks.services.permissions import PermissionDenied
 from networks.services.sync import mirror_network
@@ -369,6 +374,7 @@ def test_an_entry_of_a_stopped_network_is_undone_in_its_config_by_net_update(net
     event = _reserve(net, admin)
     plan = undo_plan(event)
     assert plan.method == "live" and plan.actions == ("network.undo", "network.update.ip-dhcp-host")
+    assert plan.scope == "config"
     _succeeded(undo_request(event, admin, AuditSource.WEB))
     network = client.connect(demo_uri).networkLookupByName("default")
     assert "undome" not in network.XMLDesc(0) and not network.isActive()
@@ -400,3 +406,151 @@ def test_an_undo_killed_between_the_delete_and_the_add_is_recovered_by_putting_t
     assert "<hostname>mirror2</hostname>" in _host_xml(demo_uri, "default")  # no entry lost
     assert operation.status == OperationStatus.FAILED and "put back" in operation.error
     assert operation.result["undoes"] == event.pk and operation.result["completed"] is False
+
+
+# ---------------------------------------------------------------- the running network, its config, or both
+
+
+def _reserve_in(net, admin, scope: str) -> AuditEvent:
+    return _succeeded(network_request_update(
+        network=net("default"), section="ip-dhcp-host", command="add-last", values=RESERVATION, scope=scope,
+        actor=admin, source="web",
+    ))  # fmt: skip
+
+
+def test_a_running_only_reservation_is_undone_on_the_running_network_only(net, admin, demo_uri):
+    event = _reserve_in(net, admin, "live")
+    plan = undo_plan(event)
+    assert (plan.method, plan.scope) == ("live", "live")
+    operation = undo_request(event, admin, AuditSource.WEB)
+    assert operation.params["scope"] == "live"
+    _succeeded(operation)
+    assert "undome" not in _host_xml(demo_uri, "default")
+    assert Operation.objects.get(pk=operation.pk).result["scope"] == "live"
+
+
+@pytest.fixture
+def _not_enqueued(monkeypatch):
+    """Committed operations stay queued (no broker here)."""
+    monkeypatch.setattr(operations, "enqueue", lambda operation: None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_confirms_at_once_queue_one_undo(_not_enqueued, net, admin, monkeypatch):
+    """Both confirms are held for a second between the check for a queued undo and the
+    Operation: the second waits for the first's transaction, then sees its operation."""
+    event = _reserve(net, admin)
+    checked = undo._refuse_if_pending
+
+    def slow_check(*args):
+        checked(*args)
+        time.sleep(1.0)  # the window another confirm would slip through
+
+    monkeypatch.setattr(undo, "_refuse_if_pending", slow_check)
+    start, outcomes = threading.Barrier(2), []
+
+    def confirm():
+        try:
+            start.wait()
+            undo_request(event, admin, AuditSource.WEB)
+            outcomes.append("queued")
+        except UndoImpossible as error:
+            outcomes.append(str(error))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=confirm) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    queued = Operation.objects.get(kind="network.undo")
+    assert sorted(outcomes) == [
+        f"An undo of this event is already waiting or running (operation #{queued.pk}).",
+        "queued",
+    ]
+
+
+# ---------------------------------------------------------------- an undefined network, defined again
+
+ISOLATED_UUID = "6b0f2c6e-8d4a-4b43-9a1c-0d6e2a7f1b10"
+
+
+def _undefine(net, admin, name: str) -> AuditEvent:
+    return _succeeded(network_request_undefine(network=net(name), actor=admin, source="web"))
+
+
+def _define_on_host(demo_uri, host, name: str, uuid: str, bridge: str) -> None:
+    """Someone defines a network on the host directly; kvmweb mirrors it."""
+    conn = client.connect(demo_uri)
+    conn.networkDefineXML(f"<network><name>{name}</name><uuid>{uuid}</uuid><bridge name='{bridge}'/></network>")
+    mirror_network(host, hv_networks.get_network(conn, name))
+
+
+def test_an_undefined_network_is_defined_again_from_its_config(net, admin, demo_uri, demo_host):
+    event = _undefine(net, admin, "isolated")
+    plan = undo_plan(event)
+    assert plan.method == "create" and plan.actions == ("network.undo", "network.create")
+    assert "virbr1" in plan.diff and plan.network.pk is None
+    operation = undo_request(event, admin, AuditSource.WEB)
+    outcome = _succeeded(operation)
+    network = client.connect(demo_uri).networkLookupByName("isolated")
+    assert network.UUIDString() == ISOLATED_UUID and not network.isActive() and not network.autostart()
+    assert "virbr1" in network.XMLDesc(0) and "virbr1" in outcome.after_xml
+    mirrored = net("isolated")
+    assert Operation.objects.get(pk=operation.pk).network_id == mirrored.pk and mirrored.uuid == ISOLATED_UUID
+    with pytest.raises(UndoImpossible, match="Already undone: isolated is defined on demo again"):
+        undo_plan(event)
+    with pytest.raises(UndoImpossible, match="undefining it"):
+        undo_plan(outcome)
+
+
+def test_an_operator_may_not_define_an_undefined_network_again(net, admin, operator, demo_uri):
+    event = _undefine(net, admin, "isolated")
+    plan, reason = undo_offered(event, operator)
+    assert plan is None and "admin" in reason
+    with pytest.raises(PermissionDenied, match="network.create needs the admin role"):
+        undo_request(event, operator, AuditSource.WEB)
+    assert "isolated" not in client.connect(demo_uri).listDefinedNetworks()
+
+
+@pytest.mark.parametrize(
+    ("name", "uuid", "says"),
+    [
+        ("isolated", "11111111-2222-3333-4444-555555555555", "has this network's name now"),
+        ("other", ISOLATED_UUID, r"has this network's UUID \(it is named other\) now"),
+        ("other", "11111111-2222-3333-4444-555555555555", "The network other on demo uses the bridge virbr1 now"),
+    ],
+)
+def test_an_undefined_network_whose_name_or_uuid_was_taken_since_is_not_defined_again(
+    net, admin, demo_uri, demo_host, name, uuid, says
+):
+    event = _undefine(net, admin, "isolated")
+    _define_on_host(demo_uri, demo_host, name, uuid, "virbr1" if "bridge" in says else "virbr9")
+    with pytest.raises(UndoImpossible, match=says):
+        undo_request(event, admin, AuditSource.WEB)
+    assert not Operation.objects.filter(kind="network.undo").exists()
+
+
+def test_the_run_refuses_a_name_taken_on_the_host_after_the_request(net, admin, demo_uri):
+    event = _undefine(net, admin, "isolated")
+    operation = undo_request(event, admin, AuditSource.WEB)
+    conn = client.connect(demo_uri)
+    conn.networkDefineXML("<network><name>isolated</name><bridge name='virbr9'/></network>")  # not mirrored
+    finished = operation_run(operation.pk)
+    assert finished.status == OperationStatus.FAILED and "already exists" in finished.error
+    assert conn.networkLookupByName("isolated").UUIDString() != ISOLATED_UUID  # the host's network is untouched
+
+
+def test_an_undo_of_an_undefine_killed_after_the_define_is_recovered_as_done(net, admin, demo_uri, demo_host):
+    event = _undefine(net, admin, "isolated")
+    operation = undo_request(event, admin, AuditSource.WEB)
+    # What a worker killed right after its define leaves: the network on the host, the row running.
+    client.connect(demo_uri).networkDefineXML(operation.params["xml"])
+    stale = timezone.now() - timedelta(minutes=5)
+    Operation.objects.filter(pk=operation.pk).update(status=OperationStatus.RUNNING, started_at=stale,
+                                                     heartbeat_at=stale)  # fmt: skip
+    assert operation_recover_lost(stale_after=timedelta(seconds=30)) == 1
+    operation.refresh_from_db()
+    assert operation.status == OperationStatus.SUCCEEDED and operation.result["completed"] is True
+    assert net("isolated").uuid == ISOLATED_UUID  # mirrored

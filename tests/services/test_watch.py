@@ -1,6 +1,7 @@
 """The event watcher on the test driver: objects changed behind kvmweb's back reach the mirror
 without a sync. The watcher shares the demo host's connection, as a host worker does."""
 
+import os
 import threading
 import time
 from datetime import timedelta
@@ -369,8 +370,10 @@ def test_a_marker_for_a_network_the_host_lacks_adds_nothing(demo_host, tmp_path)
     try:
         names = set(Network.objects.filter(host=demo_host).values_list("name", flat=True))
         fw.record_network_update(spool, "nosuch")
-        assert watcher.check_updates() == ["nosuch"]
+        assert watcher.check_updates() == []
         assert set(Network.objects.filter(host=demo_host).values_list("name", flat=True)) == names
+        assert Host.objects.get(pk=demo_host.pk).last_event_at is None, "no event seen: nothing was mirrored"
+        assert list(spool.iterdir()) == [], "the marker is taken all the same"
     finally:
         watcher.close()
 
@@ -396,3 +399,48 @@ def test_a_host_worker_installs_its_hooks_at_start_and_follows_their_markers(
         for thread in threading.enumerate():
             if thread.name == f"kvmweb-watch-{demo_host.name}":
                 thread.join(10)
+
+
+def test_the_lag_of_a_marked_net_update_runs_from_when_the_hook_wrote_the_marker(demo_host, demo_uri, tmp_path):
+    spool = tmp_path / "network-updates"
+    watcher = watch.HostWatcher(demo_host.pk, updates_dir=spool)
+    assert watcher.connect()
+    try:
+        _add_reservation(client.connect(demo_uri), "default", "52:54:00:66:00:04", "192.168.122.68", "late")
+        fw.record_network_update(spool, "default")
+        five_seconds_ago = time.time() - 5
+        os.utime(spool / fw._marker_name("default"), (five_seconds_ago, five_seconds_ago))  # a slow poll
+        assert watcher.check_updates() == ["default"]
+        assert 5 <= Host.objects.get(pk=demo_host.pk).event_lag_seconds < 10
+    finally:
+        watcher.close()
+
+
+def _failing_spool(spool):
+    raise OSError("a failure of the spool nobody foresaw")
+
+
+@pytest.mark.parametrize(
+    "breakage", ["a file in place of the spool", "a directory where a marker is taken to", "an unforeseen failure"]
+)
+def test_a_spool_that_cannot_be_read_never_stops_the_xml_check(
+    _not_enqueued, demo_host, demo_uri, tmp_path, breakage, monkeypatch
+):
+    spool = tmp_path / "network-updates"
+    if breakage == "a file in place of the spool":
+        spool.write_text("not a directory")
+    elif breakage == "an unforeseen failure":
+        monkeypatch.setattr(watch, "take_network_update_times", _failing_spool)
+    else:
+        fw.record_network_update(spool, "default")
+        (spool / f".taken-{fw._marker_name('default')}").mkdir()
+        (spool / f".taken-{fw._marker_name('default')}" / "x").write_text("")
+    stop = threading.Event()
+    thread, _watcher = watch.watcher_start(demo_host.pk, stop=stop, digest_seconds=1, updates_dir=spool)
+    try:
+        _wait(lambda: Host.objects.get(pk=demo_host.pk).watched_at is not None)
+        _add_reservation(client.connect(demo_uri), "default", "52:54:00:66:00:05", "192.168.122.69", "checked")
+        _wait(lambda: DhcpReservation.objects.filter(mac="52:54:00:66:00:05").exists(), timeout=6)
+    finally:
+        stop.set()
+        thread.join(10)

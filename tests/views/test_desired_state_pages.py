@@ -76,10 +76,41 @@ def test_copy_a_network_to_another_host_with_the_conflict_check(logged_in, demo_
     assert 'value="second"' in form and 'value="demo"' not in form  # not onto itself
     page = logged_in.post(url, {"hosts": ["second"]}).content.decode()
     assert "plan-create" in page and 'id="apply-plan"' in page
+
+
+def test_copy_onto_a_different_network_of_the_same_name_is_a_conflict_unless_replace_is_ticked(
+    logged_in, demo_host, second_host
+):
     default = Network.objects.get(host=demo_host, name="default")
-    page = logged_in.post(reverse("networks:network_copy", args=[default.pk]), {"hosts": ["second"]}).content.decode()
-    # second has a default network: an update, which Edit XML's rules refuse (VLAN tags on a Linux bridge)
+    url = reverse("networks:network_copy", args=[default.pk])
+    assert 'name="replace"' in logged_in.get(url).content.decode()
+    page = logged_in.post(url, {"hosts": ["second"]}).content.decode()
+    assert "plan-conflict" in page and "a different network named default exists on second" in page
+    assert 'id="apply-plan"' not in page
+    page = logged_in.post(url, {"hosts": ["second"], "replace": "on"}).content.decode()
+    # replacing it is an update, which Edit XML's rules refuse (VLAN tags on a Linux bridge)
     assert "plan-refused" in page and "portgroup VLAN tags only on SR-IOV" in page and 'id="apply-plan"' not in page
+
+
+def test_the_apply_of_a_copy_keeps_an_existing_network_of_the_same_name(logged_in, demo_host, second_host):
+    """The Apply of a copy plans again as the copy did: what it showed as a conflict is not changed."""
+    other_lab = DOCUMENT.replace("virbr70", "virbr71")
+    logged_in.post(reverse("networks:network_plan_apply"), {"document": other_lab, "hosts": ["demo"]})
+    [create] = created()
+    operation_run(create.pk)
+    fields = {"document": DOCUMENT, "hosts": ["second", "demo"]}
+    page = logged_in.post(reverse("networks:network_plan_apply"), {**fields, "keep_existing": "on"}).content.decode()
+    assert "a different network named lab exists on demo" in page
+    assert [op.host.name for op in created() if op.pk != create.pk] == ["second"]
+
+
+def test_copying_a_network_whose_xml_cannot_be_read_is_a_message_not_an_error(logged_in, demo_host, second_host):
+    Network.objects.filter(host=demo_host, name="isolated").update(inactive_xml="<network><name>", live_xml="")
+    isolated = Network.objects.get(host=demo_host, name="isolated")
+    response = logged_in.post(reverse("networks:network_copy", args=[isolated.pk]), {"hosts": ["second"]})
+    page = response.content.decode()
+    assert response.status_code == 200 and 'id="plan-error"' in page and "cannot be read" in page
+    assert 'id="desired-plan"' not in page and not created()
 
 
 def test_copy_reports_a_bridge_conflict(logged_in, demo_host, second_host, demo_uri):

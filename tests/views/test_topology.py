@@ -303,13 +303,71 @@ def test_the_host_picture_costs_the_same_queries_for_n_and_3n_guests(logged_in):
 def test_a_host_with_500_guests_on_50_networks_stays_bounded(logged_in):
     host = HostFactory(name="huge", status="reachable")
     for n in range(50):
-        net, _ = network(host, f"lan{n:02d}", f"10.{n}.0.1/24")
+        net, _ = network(host, f"lan{n:02d}", f"10.{n}.0.1/24", bridge=f"virbr{n}")
         guests_on(net, 10, prefix=f"n{n:02d}-", first=n * 10)
+    # as a real host lists them: lo, each network's bridge and each guest's tap, none a NIC
+    names = ["lo"] + [f"virbr{n}" for n in range(50)] + [f"vnet{n}" for n in range(500)]
+    NodeDevice.objects.bulk_create(
+        NodeDevice(host=host, name=f"net_{name}", capability="net", net_interface=name, parent="computer")
+        for name in names
+    )
     drawn = boxes(picture(logged_in, host_url(host)))
     guest_boxes = [key for key in drawn if key.startswith("guest:")]
     more = [box for key, box in drawn.items() if key.startswith("more:")]
     assert len(guest_boxes) == 50 * host_topology.GUEST_SHOWN
     assert len(more) == 50 and {box["texts"][0] for box in more} == {"+ 4 more guests"}
+    assert [key for key in drawn if key.startswith("nic:")] == []
+
+
+def nic(host, name, parent="pci_0000_00_19_0"):
+    return NodeDevice.objects.create(host=host, name=f"net_{name}", capability="net", net_interface=name, parent=parent)
+
+
+def test_the_uplinks_are_the_host_s_nics_not_its_taps_bridges_or_lo(logged_in):
+    host = HostFactory(
+        name="nics", status="reachable", host_bridges=["br7"],
+        nic_uses={"eno2": "member of bond bond0", "eno3": "member of bridge br7", "lo": "with address 127.0.0.1/8",
+                  "vnet0": "member of bridge virbr0", "veth9f2c": "member of bridge virbr0"},
+    )  # fmt: skip
+    for name in ("eno1", "eno2", "eno3"):
+        nic(host, name)
+    nic(host, "wlx001122", parent="usb_1_2_1_0")  # a USB NIC
+    # no hardware behind these: the kernel's and libvirt's own interfaces
+    for name in ("lo", "virbr0", "br7", "vnet0", "vnet1", "macvtap0", "veth9f2c", "bond0", "bond1", "eno1.42"):
+        nic(host, name, parent="computer")
+    for name in ("vnet2", "macvtap1"):
+        nic(host, name, parent="")  # mirrored without a parent: the name tells
+    net, _ = network(host, "default", bridge="virbr0", forward_dev="bond1")
+    network(host, "via-br7", "10.2.0.1/24", bridge="virbr1", forward_dev="br7")  # a bridge: drawn in the middle
+    guest = guests_on(net, 1)[0]
+    GuestInterface.objects.create(guest=guest, position=1, type="direct", mac="52:54:00:99:00:01", source="eno1.42")
+    root = picture(logged_in, host_url(host))
+    drawn = boxes(root)
+    uplinks = sorted(box["texts"][0] for key, box in drawn.items() if key.startswith("nic:"))
+    # bond0 holds a NIC, bond1 carries a network, the VLAN a guest's macvtap
+    assert uplinks == ["bond0", "bond1", "eno1", "eno1.42", "eno2", "eno3", "wlx001122"]
+    assert {("nic:bond1", f"net:{net.pk}"), ("nic:eno3", "br:br7"), ("nic:eno1.42", f"guest:{guest.pk}")} <= edges(root)
+
+
+def test_past_the_limit_the_nics_joined_to_something_show_and_one_box_counts_the_rest(logged_in):
+    host = HostFactory(name="many-nics", status="reachable")
+    for n in range(40):
+        nic(host, f"eth{n:02d}")
+    net, _ = network(host, "out", forward_dev="eth35")
+    root = picture(logged_in, host_url(host))
+    drawn = boxes(root)
+    shown = [box["texts"][0] for key, box in drawn.items() if key.startswith("nic:")]
+    assert len(shown) == 12 and "eth35" in shown and ("nic:eth35", f"net:{net.pk}") in edges(root)
+    assert drawn["more:nics"]["texts"] == ["+ 28 more NICs"]
+    assert drawn["more:nics"]["href"] == f"/hosts/{host.pk}/passthrough/"
+
+
+def test_sixteen_nics_all_show(logged_in):
+    host = HostFactory(name="sixteen", status="reachable")
+    for n in range(16):
+        nic(host, f"eth{n:02d}")
+    drawn = boxes(picture(logged_in, host_url(host)))
+    assert sum(key.startswith("nic:") for key in drawn) == 16 and "more:nics" not in drawn
 
 
 # ---------------------------------------------------------------- the fleet

@@ -44,6 +44,30 @@ def test_the_event_page_offers_undo_and_the_confirm_page_shows_the_plan(logged_i
     assert 'id="undo-entries"' in html and "delete" in html and "undome" in html and "no restart" in html
 
 
+def test_the_plan_of_a_running_only_change_says_it_leaves_the_persistent_config(logged_in, demo_host, admin):
+    operation = network_request_update(
+        network=Network.objects.get(host=demo_host, name="default"), section="ip-dhcp-host", command="add-last",
+        values={"mac": "52:54:00:77:00:02", "ip": "192.168.122.78", "name": "runonly"}, scope="live", actor=admin,
+        source="web",
+    )  # fmt: skip
+    assert operation_run(operation.pk).status == OperationStatus.SUCCEEDED
+    event = AuditEvent.objects.get(operation=operation, action="network.update.succeeded")
+    html = logged_in.get(_confirm_url(event)).content.decode()
+    assert "to the running network only" in html and "(the persistent config is left as it is)" in html
+
+
+def test_the_plan_to_define_an_undefined_network_again_says_so(logged_in, demo_host, admin):
+    from networks.services.networks import network_request_undefine
+
+    operation = network_request_undefine(network=Network.objects.get(host=demo_host, name="isolated"), actor=admin,
+                                         source="web")  # fmt: skip
+    assert operation_run(operation.pk).status == OperationStatus.SUCCEEDED
+    event = AuditEvent.objects.get(operation=operation, action="network.undefine.succeeded")
+    assert "Undo this change" in logged_in.get(event.get_absolute_url()).content.decode()
+    html = logged_in.get(_confirm_url(event)).content.decode()
+    assert "isolated was undefined: it is defined again on demo" in html and "not started" in html
+
+
 def test_confirm_queues_the_undo_and_leads_to_the_operation_page(logged_in, event, demo_uri):
     response = logged_in.post(_confirm_url(event), {"message": "typo"})
     operation = Operation.objects.get(kind="network.undo")

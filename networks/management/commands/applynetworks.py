@@ -1,3 +1,4 @@
+import argparse
 import time
 
 from django.contrib.auth import get_user_model
@@ -14,6 +15,16 @@ from .plannetworks import host_names, read_document
 FINISHED = {OperationStatus.SUCCEEDED, OperationStatus.FAILED, OperationStatus.CANCELLED}
 
 
+def seconds_argument(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 <= seconds <= 7 * 24 * 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError("between 0 and 604800 seconds")
+    return seconds
+
+
 class Command(BaseCommand):
     help = (
         "Apply a desired-state document (FILE, or - for stdin) to --hosts as USERNAME (authorised and "
@@ -26,8 +37,12 @@ class Command(BaseCommand):
         parser.add_argument("--as", dest="username", required=True, help="The kvmweb user the changes are made as")
         parser.add_argument("--prune", action="store_true", help="Delete networks the document does not hold")
         parser.add_argument("--wait", action="store_true", help="Wait until every operation has finished")
+        parser.add_argument(
+            "--timeout", type=seconds_argument, default=600, metavar="SECONDS",
+            help="With --wait: give up (exit status 1) after this long; the operations go on (default 600)",
+        )  # fmt: skip
 
-    def handle(self, *args, file, hosts, username, prune, wait, **options):
+    def handle(self, *args, file, hosts, username, prune, wait, timeout, **options):
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:
             raise CommandError(f"No active user {username!r}.")
@@ -43,11 +58,16 @@ class Command(BaseCommand):
                               f"{operations or why}".rstrip())  # fmt: skip
         self.stdout.write(result.summary)
         if wait:
-            self._wait([ref["id"] for item in result.results for ref in item["operations"]])
+            self._wait([ref["id"] for item in result.results for ref in item["operations"]], timeout)
 
-    def _wait(self, ids: list[int]) -> None:
+    def _wait(self, ids: list[int], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while Operation.objects.filter(pk__in=ids).exclude(status__in=FINISHED).exists():
-            time.sleep(1)
+            if time.monotonic() >= deadline:
+                unfinished = Operation.objects.filter(pk__in=ids).exclude(status__in=FINISHED)
+                listed = ", ".join(f"#{operation.pk} {operation.status}" for operation in unfinished)
+                raise CommandError(f"Gave up after {timeout:g} s; not finished yet: {listed}.")
+            time.sleep(min(1, max(0, deadline - time.monotonic())))
         failed = Operation.objects.filter(pk__in=ids).exclude(status=OperationStatus.SUCCEEDED)
         for operation in failed:
             self.stdout.write(f"operation #{operation.pk} {operation.kind}: {operation.status}: {operation.error}")

@@ -20,6 +20,7 @@ from networks.operation_kinds import HOST, operation_kind
 from .. import forwards, macs
 from ..connections import host_connection
 from ..operations import OperationRejected, Outcome, PartlyFailed, Progress, host_sync_request
+from ..sync import lock_host
 from ..sync import mirror_guest as write_guest
 from .plans import apply_changes, needs_replug
 
@@ -271,7 +272,9 @@ def _mirror_guest(operation: Operation, conn) -> None:
     try:
         info = hv_guests.read_guest(conn, operation.target_name)
     except NotFound:
-        host.guests.filter(name=operation.target_name).delete()
+        with transaction.atomic():
+            lock_host(host.pk)  # as every writer of the host's mirror: the sync and the watcher wait
+            host.guests.filter(name=operation.target_name).delete()
     else:
         networks = {network.name: network for network in host.networks.all()}
         with transaction.atomic():

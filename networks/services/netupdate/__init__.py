@@ -268,7 +268,7 @@ def network_request_bulk_import(
             "summary": f"Import {preview.valid} DHCP reservations ({strategy})",
         },
         message=message,
-        before_xml=network.live_xml,
+        before_xml=network.inactive_xml if scope == "config" else network.live_xml,
     )
 
 
@@ -347,6 +347,8 @@ def network_bulk_run(operation: Operation, progress: Progress) -> Outcome:
     if result["failed"]:
         total = len(params["rows"])
         raise PartlyFailed(f"{result['failed']} of {total} rows failed; the others were applied.", result)
+    if scope == "config" and params["strategy"] != "restart":  # the running network is unchanged: record the config
+        return Outcome(result, before_xml=fresh.inactive_xml, after_xml=after.inactive_xml)
     return Outcome(result, before_xml=fresh.live_xml, after_xml=after.live_xml)
 
 
