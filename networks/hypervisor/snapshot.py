@@ -28,13 +28,15 @@ from .types import DhcpLease, GuestInfo, HostFacts, HostInventory, NetworkInfo, 
 # Part of every digest: changing it (when the mirror starts to derive something differently from
 # the same XML) makes the next sync write every row again.
 DIGEST_VERSION = "1"
+DIGEST_LENGTH = 32  # the digest columns' max_length
 
 
 def digest(*parts: str) -> str:
-    """32 characters standing for `parts`, in order: the version, then 31 hex digits of their
-    SHA-256 (of the hashes hashlib offers, the quickest on this kind of machine)."""
+    """32 characters standing for `parts`, in order: the version, then hex digits of their
+    SHA-256 (of the hashes hashlib offers, the quickest on this kind of machine) up to 32 in
+    all, whatever the version's length (the column holds 32)."""
     text = parts[0] if len(parts) == 1 else "\0".join(parts)
-    return DIGEST_VERSION + hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:31]
+    return (DIGEST_VERSION + hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest())[:DIGEST_LENGTH]
 
 
 @dataclass(eq=False)

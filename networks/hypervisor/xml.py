@@ -76,10 +76,20 @@ def to_string(element: etree._Element) -> str:
     return etree.tostring(element, pretty_print=True, encoding="unicode")
 
 
+# The mirror's integer columns hold 0 ≤ n < 2**31 (PostgreSQL's integer, and CHECKs for the
+# positive ones): a figure a host reports outside that is mirrored as absent, where storing it
+# would fail the whole host's sync.
+_INT_LIMIT = 2**31
+
+
 def _int_or_none(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    return int(value, 0)
+    try:
+        number = int(value, 0)
+    except ValueError:  # libvirt writes numbers; anything else from a host is not one
+        return None
+    return number if 0 <= number < _INT_LIMIT else None
 
 
 def pci_address(element: etree._Element | None) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
+from django.db import transaction
+
 from networks import selectors
 from networks.choices import AuditSource, OperationKind
 from networks.hypervisor import networks as hv_networks
@@ -19,7 +21,7 @@ from .hosts import host_request_sync
 from .networks import NETWORK_NAME_RE
 from .operations import OperationRejected, Outcome, PartlyFailed, Progress, network_operation_request
 from .permissions import authorize
-from .sync import mirror_network
+from .sync import lock_host, mirror_network
 from .xmlcheck import check_network_xml
 
 logger = logging.getLogger(__name__)
@@ -248,7 +250,7 @@ def network_rename_run(operation: Operation, progress: Progress) -> Outcome:
         raise
     for line in outcome.moved:
         progress.log(f"persistent config of {line} now names {new_name}")
-    Network.objects.filter(host=operation.host, name=operation.target_name).update(name=new_name)
+    _rename_row(operation.host, operation.target_name, new_name)
     mirror_network(operation.host, outcome.after)
     host_request_sync(host=operation.host, actor=None, source=AuditSource.TASK)  # guests' interfaces changed
     result = {
@@ -265,7 +267,15 @@ def _mirror_renamed(operation: Operation, runs_as: str) -> None:
     """Make the mirror follow the network to the name it has now, and re-read the host."""
     old_name = operation.target_name
     if runs_as and runs_as != old_name:
-        Network.objects.filter(host=operation.host, name=old_name).update(name=runs_as)
+        _rename_row(operation.host, old_name, runs_as)
     if runs_as:
         mirror_network(operation.host, hv_networks.get_network(host_connection(operation.host), runs_as))
     host_request_sync(host=operation.host, actor=None, source=AuditSource.TASK)
+
+
+def _rename_row(host, old_name: str, new_name: str) -> None:
+    """Rename the mirror's row under the host's lock, as every writer of the mirror: a sync
+    writing the host meanwhile waits rather than writing the old name back over it."""
+    with transaction.atomic():
+        lock_host(host.pk)
+        Network.objects.filter(host=host, name=old_name).update(name=new_name)

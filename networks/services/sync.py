@@ -232,6 +232,7 @@ def mirror_network(host: Host, info: NetworkInfo, now=None) -> Network:
 _NETWORK_FIELDS = (
     "uuid", "forward_mode", "forward_dev", "bridge", "stp", "mtu", "domain_name", "active", "autostart",
     "persistent", "connections", "live_xml", "inactive_xml", "drifted", "leases_known", "synced_at", "digest",
+    "leases_digest",  # a row rewritten has its leases replaced too when they changed (_replace_leases)
 )  # fmt: skip
 
 
@@ -433,13 +434,16 @@ class _NetworkWriter:
 # ---------------------------------------------------------------- guests
 
 
-def mirror_guest(host: Host, info: GuestInfo, networks: dict[str, Network], now) -> None:
+def mirror_guest(host: Host, info: GuestInfo, networks: dict[str, Network] | None = None, now=None) -> None:
     """Write one guest and its interfaces into the mirror, as read from its host. `networks`
-    maps the host's network names to their rows (or ids): an interface on one links to it.
+    maps the host's network names to their rows (or ids): an interface on one links to it;
+    without it they are loaded once the host is locked (so no sync changes them in between).
     The write holds the host's lock, as a sync's and the watcher's do."""
-    ids = {name: getattr(network, "pk", network) for name, network in networks.items()}
     with transaction.atomic():
         lock_host(host.pk)
+        if networks is None:
+            networks = dict(Network.objects.filter(host=host).order_by().values_list("name", "pk"))
+        ids = {name: getattr(network, "pk", network) for name, network in networks.items()}
         stored = _load_named(Guest, host, [info.name], "state")
         writer = _GuestWriter(host, now or timezone.now(), full=True, stored=stored, network_ids=ids)
         writer.write([GuestRead.of(info)], whole_host=False)
@@ -669,14 +673,22 @@ def _row_source(fields, rows: list[dict], names: list[str]):
     statement short, the same for any number of rows."""
     preparers = _preparers(fields)
     if connection.vendor == "postgresql":
-        arrays = ", ".join(f"(%s)::{field.db_type(connection).split('(')[0]}[]" for field in fields)
-        aliases = ", ".join(f"column{n}" for n in range(1, len(fields) + 1))
         params = _params(rows, names, preparers)
-        yield f"SELECT * FROM UNNEST({arrays}) AS u({aliases})", [params[n :: len(fields)] for n in range(len(fields))]
+        yield _unnest_sql(fields, connection), [params[n :: len(fields)] for n in range(len(fields))]
         return
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     for chunk in _batches(rows, len(fields)):
         yield f"VALUES {', '.join([row_sql] * len(chunk))}", _params(chunk, names, preparers)
+
+
+def _unnest_sql(fields, db) -> str:
+    """SELECT * FROM UNNEST(one array per field) AS u(column1, …), each array cast to its
+    column's type without a length (varchar, not varchar(100)): an explicit cast to varchar(100)
+    would cut a longer value silently, where assigning a varchar to the column fails the write
+    (as an INSERT of that value does)."""
+    arrays = ", ".join(f"(%s)::{field.db_type(db).split('(')[0]}[]" for field in fields)
+    aliases = ", ".join(f"column{n}" for n in range(1, len(fields) + 1))
+    return f"SELECT * FROM UNNEST({arrays}) AS u({aliases})"
 
 
 def insert_rows(model: type[Model], rows: list[dict], *, returning: bool = False) -> list[int]:
@@ -688,6 +700,10 @@ def insert_rows(model: type[Model], rows: list[dict], *, returning: bool = False
     opts = model._meta
     fields = [field for field in opts.concrete_fields if not field.primary_key]
     names = [field.attname for field in fields]
+    known = frozenset(names)
+    unknown = {key for row in rows for key in row.keys() - known}
+    if unknown:  # a misspelt key would otherwise leave its column at the default, silently
+        raise ValueError(f"{model.__name__} has no columns {sorted(unknown)}")
     missing = [field for field in fields if field.attname not in rows[0]]
     if missing:
         defaults = {field.attname: field.get_default() for field in missing}

@@ -5,6 +5,7 @@ the mirror holds the host's lock."""
 import dataclasses
 
 import libvirt
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -251,3 +252,122 @@ def test_a_nic_changed_or_removed_writes_that_interface_row_alone(make_host):
     _redefine(conn, "g1", lambda devices: devices.remove(devices.findall("interface")[1]))
     assert _interface_writes(_sync(host, conn)) == ["DELETE"]
     assert _interfaces(host, "g1") == {0: before[0]}
+
+
+# ---------------------------------------------------------------- leases and a network's other changes
+
+_LEASE = DhcpLease(mac="52:54:00:aa:00:01", ip="10.50.0.150", prefix=24, hostname="vm1", expires=1_900_000_000)
+
+
+def _sync_with_leases(host, conn, leases) -> None:
+    mirror_host(host, _with_network(snapshot.read_host(conn), "net0", leases=leases, leases_known=True))
+
+
+def test_a_lease_listed_again_after_a_stop_and_start_is_mirrored(make_host):
+    host, conn = make_host("restarted", host_file(networks=2, guests=0))
+    net = conn.networkLookupByName("net0")
+    _sync_with_leases(host, conn, (_LEASE,))
+    net.destroy()  # stopped: no leases listed (and the flags changed in the same read)
+    _sync(host, conn)
+    assert not LeaseRow.objects.filter(network__host=host).exists()
+    net.create()  # started again, and dnsmasq lists the same lease
+    _sync_with_leases(host, conn, (_LEASE,))
+    assert Network.objects.get(host=host, name="net0").active
+    assert list(LeaseRow.objects.filter(network__host=host).values_list("address", flat=True)) == ["10.50.0.150"]
+
+
+def test_a_lease_seen_with_a_flag_change_goes_when_released(make_host):
+    host, conn = make_host("released", host_file(networks=2, guests=0))
+    _sync_with_leases(host, conn, ())
+    conn.networkLookupByName("net0").setAutostart(1)  # one read sees the flag and the lease change
+    _sync_with_leases(host, conn, (_LEASE,))
+    assert LeaseRow.objects.filter(network__host=host).count() == 1
+    _sync_with_leases(host, conn, ())  # released
+    assert not LeaseRow.objects.filter(network__host=host).exists()
+
+
+def test_a_renames_mirror_row_is_renamed_under_the_hosts_lock(demo_host, admin):
+    from networks.services.operations import operation_run
+    from networks.services.restart import network_request_rename
+
+    routed = Network.objects.get(host=demo_host, name="routed")
+    operation = network_request_rename(network=routed, new_name="routed2", move_guests=False, actor=admin, source="web")
+    with CaptureQueriesContext(connection) as queries:
+        operation_run(operation.pk)
+    statements = [q["sql"] for q in queries.captured_queries]
+    renames = [n for n, sql in enumerate(statements) if sql.startswith('UPDATE "networks_network" SET "name"')]
+    assert renames, "the row was not renamed"
+    lock = 'SELECT "networks_host"."id" FROM "networks_host"'
+    # The statement before (after the savepoint's) takes the lock, in the same transaction.
+    assert [sql for sql in statements[renames[0] - 2 : renames[0]] if sql.startswith(lock)]
+    assert Network.objects.get(pk=routed.pk).name == "routed2"
+
+
+def test_an_interface_operations_re_read_links_the_guest_to_networks_read_under_the_lock(make_host):
+    from networks.services.interfaces import runs
+
+    host, conn = make_host("linked", host_file(networks=2, guests=2))
+    _sync(host, conn)
+    with CaptureQueriesContext(connection) as queries:
+        runs._mirror_guest(Operation(host=host, target_name="g0"), conn)
+    statements = [q["sql"] for q in queries.captured_queries]
+    lock = next(n for n, sql in enumerate(statements) if sql.startswith('SELECT "networks_host"."id"'))
+    loads = [n for n, sql in enumerate(statements) if sql.startswith('SELECT "networks_network"."name"')]
+    assert loads and loads[0] > lock, "the host's networks were read before its lock was taken"
+    linked = GuestInterface.objects.filter(guest__host=host, guest__name="g0", network__isnull=False)
+    assert linked.exists()
+
+
+# ---------------------------------------------------------------- hostile figures, digests, row writes
+
+
+@pytest.mark.parametrize("mtu", ["-5", str(2**40), str(2**31), "lots"])
+def test_a_network_with_an_out_of_range_figure_is_mirrored_without_it(make_host, mtu):
+    host, conn = make_host(f"hostile{len(mtu)}", host_file(networks=2, guests=1))
+    _sync(host, conn)
+    found = snapshot.read_host(conn)
+    net0 = next(read for read in found.networks if read.name == "net0")
+    xml_text = net0.live_xml.replace("</network>", f"<mtu size='{mtu}'/></network>")
+    mirror_host(host, _with_network(found, "net0", live_xml=xml_text, inactive_xml=xml_text))
+    row = Network.objects.get(host=host, name="net0")
+    assert row.mtu is None and "<mtu size=" in row.live_xml
+    assert set(Network.objects.filter(host=host).values_list("name", flat=True)) == {"net0", "net1"}
+    assert Guest.objects.filter(host=host).count() == 1
+
+
+def test_the_largest_figure_a_column_holds_is_kept(make_host):
+    host, conn = make_host("hostilemax", host_file(networks=1, guests=0))
+    found = snapshot.read_host(conn)
+    xml_text = found.networks[0].live_xml.replace("</network>", f"<mtu size='{2**31 - 1}'/></network>")
+    mirror_host(host, _with_network(found, "net0", live_xml=xml_text, inactive_xml=xml_text))
+    assert Network.objects.get(host=host, name="net0").mtu == 2**31 - 1
+
+
+@pytest.mark.parametrize("version", ["2", "12", "abc"])
+def test_a_digest_is_32_characters_whatever_the_version(monkeypatch, version):
+    monkeypatch.setattr(snapshot, "DIGEST_VERSION", version)
+    value = snapshot.digest("<network/>", "x")
+    assert len(value) == 32 and value.startswith(version)
+    assert value != snapshot.digest("<network/>", "y")
+
+
+def test_insert_rows_refuses_a_key_that_names_no_column(make_host):
+    host, _ = make_host("unknown", host_file(networks=0, guests=0))
+    with pytest.raises(ValueError, match="bridgee"):
+        sync.insert_rows(
+            Network, [{"host_id": host.pk, "name": "n"}, {"host_id": host.pk, "name": "m", "bridgee": "b"}]
+        )
+    assert not Network.objects.filter(host=host).exists()
+
+
+def test_update_rows_casts_to_the_columns_type_without_its_length():
+    # On PostgreSQL a cast to varchar(100) cuts a longer value silently; to varchar, assigning
+    # it to the column fails as an INSERT of it does. (SQL built for PostgreSQL, not run here.)
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    postgresql = DatabaseWrapper({**connection.settings_dict, "ENGINE": "django.db.backends.postgresql"}, "pg")
+    fields = [Network._meta.pk, Network._meta.get_field("bridge"), Network._meta.get_field("synced_at")]
+    assert sync._unnest_sql(fields, postgresql) == (
+        "SELECT * FROM UNNEST((%s)::bigint[], (%s)::varchar[], (%s)::timestamp with time zone[]) "
+        "AS u(column1, column2, column3)"
+    )

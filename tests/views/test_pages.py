@@ -154,3 +154,26 @@ def test_network_list_filters_by_mode_state_and_name(logged_in, demo_host):
     assert "lan-bridge" in page and "dualstack" not in page
     page = logged_in.get(url, {"q": "dual"}).content.decode()
     assert "dualstack" in page and "lan-bridge" not in page
+
+
+def test_pages_say_when_the_host_was_last_synced_not_when_a_row_last_changed(logged_in, demo_host):
+    from datetime import UTC, datetime
+
+    Host.objects.filter(pk=demo_host.pk).update(last_sync_at=datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC))
+    changed = datetime(2025, 11, 12, 13, 14, 15, tzinfo=UTC)  # when the rows were last written
+    Network.objects.filter(host=demo_host).update(synced_at=changed, leases_known=True)
+    Guest.objects.filter(host=demo_host).update(synced_at=changed)
+    routed = Network.objects.get(host=demo_host, name="routed")  # no running guest uses it
+
+    def page(name: str, pk: int) -> str:
+        return logged_in.get(reverse(f"networks:{name}", args=[pk])).content.decode()
+
+    pages = {
+        "network": page("network_detail", routed.pk),
+        "stop": page("network_stop", routed.pk),
+        "guest": page("guest_detail", Guest.objects.get(name="web01").pk),
+    }
+    assert "As of the host's last sync (2026-02-03 04:05:06)." in pages["network"]
+    assert "as of the host's last sync, 2026-02-03 04:05:06" in pages["stop"]
+    assert "host last synced 2026-02-03 04:05:06" in pages["guest"]
+    assert all("2025-11-12" not in page and "13:14:15" not in page for page in pages.values())

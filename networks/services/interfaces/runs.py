@@ -276,9 +276,8 @@ def _mirror_guest(operation: Operation, conn) -> None:
             lock_host(host.pk)  # as every writer of the host's mirror: the sync and the watcher wait
             host.guests.filter(name=operation.target_name).delete()
     else:
-        networks = {network.name: network for network in host.networks.all()}
-        with transaction.atomic():
-            write_guest(host, info, networks, timezone.now())  # the rows a host sync writes for one guest
+        # The rows a host sync writes for one guest, the host's networks read under its lock.
+        write_guest(host, info, now=timezone.now())
     forwards.after_guest_change(host, operation.target_name)
 
 
