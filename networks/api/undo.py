@@ -12,7 +12,7 @@ from networks.choices import AuditSource
 from networks.models import AuditEvent
 from networks.services.operations import OperationRejected
 from networks.services.permissions import scoped
-from networks.services.undo import MESSAGE_MAX, UndoPlan, undo_preview, undo_request_planned
+from networks.services.undo import MESSAGE_MAX, GuestUndoPlan, UndoPlan, undo_preview, undo_request_planned
 
 from . import serializers as s
 from .schema import ErrorDocumentingAutoSchema
@@ -48,6 +48,18 @@ class UndoRestartSerializer(serializers.Serializer):
     interruption = serializers.CharField(help_text="what they notice")
 
 
+class UndoInterfaceSerializer(serializers.Serializer):
+    guest = serializers.CharField()
+    action = serializers.CharField(help_text="add, update or remove: the interface request the undo makes")
+    mac = serializers.CharField()
+    values = serializers.DictField(help_text="the request's values")
+    summary = serializers.CharField()
+    effect = serializers.CharField(help_text="what the running guest notices")
+    before_xml = serializers.CharField(help_text="the interface now ('' when it is added back)")
+    after_xml = serializers.CharField(help_text="the interface after the undo ('' when it is removed)")
+    warnings = serializers.ListField(child=serializers.CharField())
+
+
 class UndoPlanSerializer(serializers.Serializer):
     undoes = serializers.IntegerField(help_text="the audit event undone")
     network = serializers.IntegerField(allow_null=True, help_text="null: an undefined network, defined again")
@@ -56,7 +68,8 @@ class UndoPlanSerializer(serializers.Serializer):
     # Text in the schema: an enum would collide with another "method" enum's name.
     method = serializers.CharField(help_text="live: net-update (on the configs of scope); restart: define and "
                                    "restart, guests re-plugged; define: the persistent config only; create: "
-                                   "an undefined network defined again")  # fmt: skip
+                                   "an undefined network defined again; interface: a guest interface "
+                                   "request (see interface)")  # fmt: skip
     scope = serializers.CharField(help_text="what the undo changes, as the event did: live (the running network "
                                   "only), config (the persistent config only) or both")  # fmt: skip
     actions = serializers.ListField(child=serializers.CharField(), help_text="the permissions it needs")
@@ -68,13 +81,16 @@ class UndoPlanSerializer(serializers.Serializer):
     diff_event_now = serializers.CharField(help_text="changed_since: what changed after it")
     notes = serializers.ListField(child=serializers.CharField())
     target_xml = serializers.CharField()
+    interface = UndoInterfaceSerializer(required=False, help_text="method interface: the request and its preview")
 
 
 class UndoAcceptedSerializer(s.OperationAcceptedSerializer):
     plan = UndoPlanSerializer(read_only=True)
 
 
-def plan_json(plan: UndoPlan) -> dict:
+def plan_json(plan: UndoPlan | GuestUndoPlan) -> dict:
+    if isinstance(plan, GuestUndoPlan):
+        return _guest_plan_json(plan)
     restart = plan.restart and {
         "guests": [{"id": guest.pk, "name": guest.name} for guest in plan.restart.guests],
         "interruption": plan.restart.interruption,
@@ -105,6 +121,21 @@ def plan_json(plan: UndoPlan) -> dict:
         "notes": list(plan.notes),
         "target_xml": plan.target_xml,
     }
+
+
+def _guest_plan_json(plan: GuestUndoPlan) -> dict:
+    preview = plan.interface
+    return {
+        "undoes": plan.event.pk, "network": None, "network_name": "", "host_name": plan.guest.host.name,
+        "method": plan.method, "scope": plan.scope, "actions": list(plan.actions), "live_updates": [],
+        "restart": None, "changed_since": False, "diff": plan.diff, "diff_then_event": "", "diff_event_now": "",
+        "notes": list(plan.notes), "target_xml": preview.after_xml,
+        "interface": {
+            "guest": plan.guest.name, "action": plan.action, "mac": plan.mac, "values": plan.values,
+            "summary": preview.summary, "effect": preview.effect, "before_xml": preview.before_xml,
+            "after_xml": preview.after_xml, "warnings": list(preview.warnings),
+        },
+    }  # fmt: skip
 
 
 def _message(data) -> str:

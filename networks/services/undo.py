@@ -13,6 +13,10 @@ net-update), the persistent config only (a define on a running network, a config
 net-update or import), or both. When both were changed but the running network now differs
 from its persistent config (a restart pending), the undo changes the config only unless the
 same net-updates undo it on both sides, and the plan says so.
+
+A guest interface change is undone by the opposite interface request (remove what was added,
+add back what was removed, put back the old values of what was changed), made through the
+interface service, which checks, previews and queues it as on the guest's page.
 """
 
 from __future__ import annotations
@@ -20,20 +24,25 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from lxml import etree
 
 from networks.choices import ACTIVE_STATUSES, OperationKind
+from networks.hypervisor import guests as hv_guests
 from networks.hypervisor import networks as hv_networks
 from networks.hypervisor import updates as hv_updates
 from networks.hypervisor import xml
 from networks.hypervisor.errors import HypervisorError, NotFound
 from networks.hypervisor.types import NetworkInfo
-from networks.models import AuditEvent, Host, Network, Operation
+from networks.models import AuditEvent, Guest, Host, Network, Operation
 from networks.operation_kinds import operation_kind
 
+from . import interfaces as iface
+from . import pools
 from .connections import host_connection
 from .drift import xml_diff, xml_differs
+from .interfaces import checks as iface_checks
 from .operations import (
     OperationRejected,
     Outcome,
@@ -73,7 +82,7 @@ NOT_UNDOABLE = {
     "network.autostart": "Set autostart back on the network's page.",
     "network.create": "Creating a network is undone by undefining it (an admin's action on its page).",
     "network.rename": "Rename the network back on its page.",
-    "guest": "Guest changes are not undone from the audit log: change the guest on its page.",
+    "guest": "Only a guest's interface changes are undone from the audit log: change the guest on its page.",
     "port_forward": "Port forwards are not undone from the audit log: edit or delete the forward on its page.",
     "host": "Host changes cannot be undone from the audit log.",
 }
@@ -190,9 +199,11 @@ def _canonical(root: etree._Element) -> str:
     return etree.tostring(root, method="c14n", exclusive=True).decode()
 
 
-def undo_plan(event: AuditEvent, *, on_host: NetworkInfo | None = None) -> UndoPlan:
+def undo_plan(event: AuditEvent, *, on_host: NetworkInfo | None = None) -> UndoPlan | GuestUndoPlan:
     """What undoing `event` would do now, or UndoImpossible saying why it cannot. The run
     passes the network as the host has it; a request uses the mirror's."""
+    if _is_guest_interface_event(event):
+        return guest_undo_plan(event)
     _refuse_unless_undoable(event)
     if _kind(event)[0] == OperationKind.NETWORK_UNDEFINE:
         return _redefine_plan(event)
@@ -589,6 +600,8 @@ def _describe(entry) -> str:
 
 def undo_preview(event: AuditEvent, actor, source: str) -> UndoPlan:
     """The plan, for someone allowed to carry it out (refusals audited)."""
+    if _is_guest_interface_event(event):
+        return guest_undo_preview(event, actor, source)
     host = Host.objects.filter(pk=event.host_id).first()
     if host is None:
         raise UndoImpossible(f"The host {event.host_name or '(none)'} of this event is no longer in kvmweb.")
@@ -606,7 +619,8 @@ def undo_offered(event: AuditEvent, actor) -> tuple[UndoPlan | None, str]:
         plan = undo_plan(event)
     except UndoImpossible as error:
         return None, str(error)
-    missing = [action for action in plan.actions if not can(actor, action, plan.network.host)]
+    host = plan.guest.host if isinstance(plan, GuestUndoPlan) else plan.network.host
+    missing = [action for action in plan.actions if not can(actor, action, host)]
     if missing:
         return None, f"Undoing this change needs the {REQUIRED_ROLE[missing[-1]]} role ({missing[-1]})."
     return plan, ""
@@ -622,6 +636,8 @@ def undo_request_planned(event: AuditEvent, actor, source: str, message: str = "
     """undo_request, and the plan it was made from."""
     if not isinstance(message, str) or len(message) > MESSAGE_MAX:
         raise UndoImpossible(f"The message is text of at most {MESSAGE_MAX} characters.")
+    if _is_guest_interface_event(event):
+        return guest_undo_request(event, actor, source, message)
     plan = undo_preview(event, actor, source)
     params = {
         "undoes": event.pk,
@@ -652,9 +668,7 @@ def undo_request_planned(event: AuditEvent, actor, source: str, message: str = "
 
 
 def _refuse_if_pending(event: AuditEvent) -> None:
-    pending = Operation.objects.filter(
-        kind=OperationKind.NETWORK_UNDO, status__in=ACTIVE_STATUSES, params__undoes=event.pk
-    ).first()
+    pending = Operation.objects.filter(status__in=ACTIVE_STATUSES, params__undoes=event.pk).first()
     if pending is not None:
         raise UndoImpossible(f"An undo of this event is already waiting or running (operation #{pending.pk}).")
 
@@ -819,3 +833,190 @@ def network_undo_run(operation: Operation, progress: Progress) -> Outcome:
     outcome.result = {**said, **outcome.result}
     outcome.before_xml = outcome.before_xml or before_xml  # a restart's outcome records only the after
     return outcome
+
+
+# ---------------------------------------------------------------- guest interfaces
+
+
+# Each guest interface change, and the change that undoes it.
+GUEST_UNDOS = {
+    OperationKind.GUEST_INTERFACE_ADD: iface.REMOVE,
+    OperationKind.GUEST_INTERFACE_UPDATE: iface.UPDATE,
+    OperationKind.GUEST_INTERFACE_REMOVE: iface.ADD,
+}
+
+
+@dataclass(frozen=True)
+class GuestUndoPlan:
+    """Undoing a guest interface change: the interface request that undoes it, and its preview."""
+
+    event: AuditEvent
+    guest: Guest
+    action: str  # add, update or remove: the request made
+    values: dict  # the request's values
+    interface: iface.InterfacePlan  # the preview: the interface XML before and after
+    actions: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    method = "interface"
+
+    @property
+    def mac(self) -> str:
+        return self.interface.mac
+
+    @property
+    def scope(self) -> str:
+        return self.interface.scope
+
+    @property
+    def diff(self) -> str:
+        return self.interface.diff
+
+
+def _is_guest_interface_event(event: AuditEvent) -> bool:
+    return event.object_type == "guest" and _kind(event)[0] in GUEST_UNDOS
+
+
+def guest_undo_plan(event: AuditEvent) -> GuestUndoPlan:
+    """The interface request that undoes a guest interface event, checked against the mirror,
+    or UndoImpossible saying why it cannot be undone now."""
+    kind, outcome = _kind(event)
+    if outcome == "denied":
+        raise UndoImpossible("This event records a refused request: it changed nothing.")
+    if outcome == "requested":
+        raise UndoImpossible("This event records the request, not the change: undo its outcome event.")
+    if outcome != "succeeded":
+        raise UndoImpossible(f"This change {outcome}: only a change that succeeded can be undone.")
+    operation = Operation.objects.filter(pk=event.operation_id).first() if event.operation_id else None
+    params = operation.params if operation is not None else {}
+    mac, event_scope_ = params.get("mac"), params.get("scope")
+    if not isinstance(mac, str) or event_scope_ not in SCOPES or not event.before_xml or not event.after_xml:
+        raise UndoImpossible("This event does not record the interface's MAC, scope and the guest's XML.")
+    guest = _guest_of(event)
+    scope = _guest_scope_now(guest, event_scope_)
+    action = GUEST_UNDOS[kind]
+    values = _guest_undo_values(kind, guest, mac, event, params.get("changes"))
+    values["scope"] = scope
+    try:
+        preview = iface.interface_plan(action=action, guest=guest, values=dict(values), mac=mac)
+    except ValidationError as error:
+        raise UndoImpossible(f"The undo cannot be requested: {' '.join(error.messages)}") from None
+    notes = (
+        (f"Made to {guest.name}'s persistent config only: the guest was running then, is stopped now.",)
+        if (scope != event_scope_)
+        else ()
+    )
+    return GuestUndoPlan(event, guest, action, values, preview, ("network.undo", iface.ACTIONS[action]), notes)
+
+
+def _guest_of(event: AuditEvent) -> Guest:
+    guest = Guest.objects.select_related("host").filter(host_id=event.host_id, name=event.object_name).first()
+    if guest is None:
+        raise UndoImpossible(f"The guest {event.object_name} is no longer on {event.host_name or 'its host'}.")
+    uuid = xml.parse(event.before_xml).findtext("uuid")
+    if uuid and guest.uuid and uuid != guest.uuid:
+        raise UndoImpossible(f"The guest now named {guest.name} is not the one this event changed.")
+    return guest
+
+
+def _guest_scope_now(guest: Guest, scope: str) -> str:
+    """The event's scope as it applies to the guest now (stopped: its config only). The mirror
+    holds a running guest's running XML: a config-only change cannot be checked against it."""
+    if guest.is_running:
+        if scope == "config":
+            raise UndoImpossible(
+                f"This change was made to the persistent config of {guest.name} while it runs, which kvmweb's "
+                "mirror does not show: change the interface on the guest's page."
+            )
+        return scope
+    if scope == "live":
+        raise UndoImpossible(f"Already undone: this change was to the running {guest.name} only, which has stopped.")
+    return "config"
+
+
+def _guest_undo_values(kind: str, guest: Guest, mac: str, event: AuditEvent, changes) -> dict:
+    """The values of the request that undoes `kind`, from the guest XML the event records."""
+    now = hv_guests.find_interface(guest.xml, mac)
+    if kind == OperationKind.GUEST_INTERFACE_REMOVE:
+        if now is not None:
+            raise UndoImpossible(f"Already undone: {guest.name} has an interface {mac} again.")
+        return _add_back_values(guest, _event_interface(event.before_xml, mac))
+    if now is None:
+        raise UndoImpossible(f"{guest.name} no longer has the interface {mac}: it was removed or moved since.")
+    then = _event_interface(event.after_xml, mac)
+    if hv_guests.interface_settings(now) != hv_guests.interface_settings(then):
+        raise UndoImpossible(
+            f"The interface {mac} of {guest.name} has changed since this event: undoing it would lose that change."
+        )
+    if kind == OperationKind.GUEST_INTERFACE_ADD:
+        return {}
+    if not isinstance(changes, dict) or not changes:
+        raise UndoImpossible("This event does not record which of the interface's settings it changed.")
+    old = _settings_values(guest, _event_interface(event.before_xml, mac))
+    unknown = [name for name in changes if name not in old]
+    if unknown:
+        raise UndoImpossible(f"The old value of {unknown[0]!r} cannot be put back by kvmweb.")
+    return {name: old[name] for name in changes}
+
+
+def _event_interface(guest_xml: str, mac: str) -> etree._Element:
+    element = hv_guests.find_interface(guest_xml, mac)
+    if element is None:
+        raise UndoImpossible(f"The XML this event records has no interface {mac}.")
+    return element
+
+
+def _add_back_values(guest: Guest, element: etree._Element) -> dict:
+    values = _settings_values(guest, element)
+    return {name: value for name, value in values.items() if value not in ("", [], None)}
+
+
+def _settings_values(guest: Guest, element: etree._Element) -> dict:
+    """The interface's settings as request values; UndoImpossible for one kvmweb cannot request."""
+    settings = hv_guests.interface_settings(element)
+    if settings.source_type not in iface_checks.SOURCE_TYPES:
+        raise UndoImpossible(f"The interface was a {settings.source_type or 'typeless'} interface, which kvmweb "
+                             "cannot add or change.")  # fmt: skip
+    pool = settings.source_type == "network" and pools.is_pool(guest.host.networks.filter(name=settings.source).first())
+    if not settings.model and not pool:  # a request without a model gets virtio: not what it had
+        raise UndoImpossible("The interface had no model, which a request cannot ask for.")
+    limits = {}
+    for name in ("inbound", "outbound"):
+        limit = getattr(settings, name)
+        if limit is not None and limit.floor is not None:
+            raise UndoImpossible(f"The interface had an {name} floor, which kvmweb does not set.")
+        limits[name] = {key: value for key, value in asdict(limit).items() if value is not None} if limit else None
+    return {
+        "source_type": settings.source_type, "source": settings.source, "portgroup": settings.portgroup,
+        "mode": settings.mode, "model": settings.model, "mac": settings.mac, "link": settings.link,
+        "vlan_tags": list(settings.vlan_tags), **limits,
+    }  # fmt: skip
+
+
+def guest_undo_request(event: AuditEvent, actor, source: str, message: str) -> tuple[Operation, GuestUndoPlan]:
+    """The interface Operation that undoes the event, through the interface service (which
+    authorizes, checks and previews it again)."""
+    plan = guest_undo_preview(event, actor, source)
+    with transaction.atomic():
+        list(Guest.objects.select_for_update().filter(pk=plan.guest.pk))
+        _refuse_if_pending(event)
+        try:
+            operation = iface.guest_interface_request(
+                action=plan.action, guest=plan.guest, values=dict(plan.values), mac=plan.mac, actor=actor,
+                source=source, message=f"Undoes event #{event.pk}: {message or plan.interface.summary}",
+                undoes=event.pk,
+            )  # fmt: skip
+        except ValidationError as error:
+            raise UndoImpossible(f"The undo cannot be requested: {' '.join(error.messages)}") from None
+    return operation, plan
+
+
+def guest_undo_preview(event: AuditEvent, actor, source: str) -> GuestUndoPlan:
+    host = Host.objects.filter(pk=event.host_id).first()
+    if host is None:
+        raise UndoImpossible(f"The host {event.host_name or '(none)'} of this event is no longer in kvmweb.")
+    for action in ("network.undo", *GUEST_ACTIONS_NEEDED[_kind(event)[0]]):
+        authorize(actor=actor, action=action, host=host, source=source, object_name=event.object_name)
+    return guest_undo_plan(event)
+
+
+GUEST_ACTIONS_NEEDED = {kind: (iface.ACTIONS[action],) for kind, action in GUEST_UNDOS.items()}

@@ -11,6 +11,15 @@ from networks.services.undo import MESSAGE_MAX, UndoImpossible, undo_offered, un
 from .access import visible, visible_object
 from .common import WEB
 
+GUEST_INTERFACE_ACTIONS = ("guest.interface_add.", "guest.interface_update.", "guest.interface_remove.")
+# The kinds of operation that can undo an event (their params carry `undoes`).
+UNDO_KINDS = (
+    OperationKind.NETWORK_UNDO,
+    OperationKind.GUEST_INTERFACE_ADD,
+    OperationKind.GUEST_INTERFACE_UPDATE,
+    OperationKind.GUEST_INTERFACE_REMOVE,
+)
+
 
 class UndoForm(forms.Form):
     message = forms.CharField(max_length=MESSAGE_MAX, required=False, help_text="Why (kept in the audit log)")
@@ -19,10 +28,16 @@ class UndoForm(forms.Form):
 def undo_context(request, event: AuditEvent) -> dict:
     """What the audit event's page shows about undo: the button (possible and allowed), or
     why not; the event this one undoes, and the undos of this one."""
-    plan, reason = undo_offered(event, request.user) if event.object_type == "network" else (None, "")
+    offered = event.object_type == "network" or event.action.startswith(GUEST_INTERFACE_ACTIONS)
+    plan, reason = undo_offered(event, request.user) if offered else (None, "")
     operation = Operation.objects.filter(pk=event.operation_id).only("kind", "params").first()
-    undoes = operation.params.get("undoes") if operation and operation.kind == OperationKind.NETWORK_UNDO else None
-    undone_by = visible(request, Operation.objects.filter(kind=OperationKind.NETWORK_UNDO, params__undoes=event.pk))
+    undoes = operation.params.get("undoes") if operation else None  # a network undo, or a guest interface change
+    # An undo is requested after the event it undoes: the indexed time bound keeps the JSON
+    # lookup to the operations since, not the whole table.
+    undone_by = visible(
+        request,
+        Operation.objects.filter(created_at__gte=event.created_at, kind__in=UNDO_KINDS, params__undoes=event.pk),
+    )
     return {
         "undo_possible": plan is not None,
         "undo_reason": reason,

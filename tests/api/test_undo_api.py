@@ -5,7 +5,8 @@ from rest_framework.test import APIClient
 
 from networks.choices import OperationStatus
 from networks.hypervisor import client
-from networks.models import AuditEvent, Network, Operation
+from networks.models import AuditEvent, Guest, Network, Operation
+from networks.services.interfaces import guest_interface_request
 from networks.services.netupdate import network_request_update
 from networks.services.operations import operation_run
 from networks.services.permissions import role_set
@@ -155,3 +156,25 @@ def test_the_plan_to_define_an_undefined_network_again_has_no_network_id(api, de
     plan = response.json()
     assert (plan["method"], plan["network"], plan["network_name"]) == ("create", None, "isolated")
     assert plan["actions"] == ["network.undo", "network.create"]
+
+
+def test_a_guest_interface_removal_is_undone_by_adding_it_back(api, demo_host, admin, demo_uri):
+    build01 = Guest.objects.select_related("host").get(host=demo_host, name="build01")
+    removed = guest_interface_request(action="remove", guest=build01, values={}, mac="52:54:00:0c:00:41", actor=admin,
+                                      source="web")  # fmt: skip
+    assert operation_run(removed.pk).status == OperationStatus.SUCCEEDED
+    event = AuditEvent.objects.get(operation=removed, action="guest.interface_remove.succeeded")
+    dry = _undo(api, event, query="?dry_run=1")
+    assert dry.status_code == 200, dry.json()
+    assert dry.json()["method"] == "interface" and dry.json()["interface"]["action"] == "add"
+    assert dry.json()["interface"]["values"] == {"source_type": "network", "source": "routed", "model": "virtio",
+                                                 "mac": "52:54:00:0c:00:41", "scope": "config"}  # fmt: skip
+    assert not Operation.objects.filter(kind="guest.interface_add").exists()
+    response = _undo(api, event, {"message": "wrong NIC"})
+    assert response.status_code == 202, response.json()
+    operation = Operation.objects.get(pk=response.json()["operation"]["id"])
+    assert operation.kind == "guest.interface_add" and operation.message == f"Undoes event #{event.pk}: wrong NIC"
+    assert operation_run(operation.pk).status == OperationStatus.SUCCEEDED
+    assert "52:54:00:0c:00:41" in client.connect(demo_uri).lookupByName("build01").XMLDesc(0)
+    again = _undo(api, event)
+    assert again.status_code == 400 and "Already undone" in again.json()["non_field_errors"][0]

@@ -15,9 +15,10 @@ from lxml import etree
 from networks.choices import AuditSource, OperationStatus
 from networks.hypervisor import client
 from networks.hypervisor import networks as hv_networks
-from networks.models import AuditEvent, Network, Operation
+from networks.models import AuditEvent, Guest, Network, Operation
 from networks.services import operations, undo
 from networks.services.audit import audit_record
+from networks.services.interfaces import guest_interface_request
 from networks.services.netupdate import network_request_update
 from networks.services.networks import network_request_undefine
 from networks.services.operations import OperationRejected, operation_recover_lost, operation_run
@@ -25,6 +26,7 @@ from networks.services.permissions import PermissionDenied
 from networks.services.sync import mirror_network
 from networks.services.undo import UndoImpossible, undo_offered, undo_plan, undo_preview, undo_request
 from networks.services.xmledit import network_request_xml_change
+from tests.conftest import run_to_end
 from tests.factories import UserFactory
 
 RESERVATION = {"mac": "52:54:00:77:00:01", "ip": "192.168.122.77", "name": "undome"}
@@ -245,7 +247,8 @@ def test_the_request_event_points_to_its_outcome(net, admin):
     ("action", "object_type", "says"),
     [
         ("network.stop.succeeded", "network", "start it instead"),
-        ("guest.interface_add.succeeded", "guest", "Guest changes"),
+        ("guest.hostdev_attach.succeeded", "guest", "Only a guest's interface changes"),
+        ("guest.interface_add.succeeded", "guest", "does not record the interface's MAC"),
         ("network.update.failed", "network", "only a change that succeeded"),
         ("network.update.ip-dhcp-host.denied", "network", "refused request"),
         ("host.sync.succeeded", "host", "Host changes"),
@@ -554,3 +557,173 @@ def test_an_undo_of_an_undefine_killed_after_the_define_is_recovered_as_done(net
     operation.refresh_from_db()
     assert operation.status == OperationStatus.SUCCEEDED and operation.result["completed"] is True
     assert net("isolated").uuid == ISOLATED_UUID  # mirrored
+
+
+# ---------------------------------------------------------------- guest interfaces (build01 is stopped: its config)
+
+BUILD01_MAC = "52:54:00:0c:00:41"  # on network routed, model virtio (demo/fleet.xml)
+
+
+def _build01(demo_host):
+    return Guest.objects.select_related("host").get(host=demo_host, name="build01")
+
+
+def _interface_event(guest, actor, action, values, mac="") -> AuditEvent:
+    operation = guest_interface_request(action=action, guest=guest, values=values, mac=mac, actor=actor, source="web")
+    finished = run_to_end(operation.pk)
+    assert finished.status == OperationStatus.SUCCEEDED, finished.error
+    return AuditEvent.objects.get(operation=operation, action=f"guest.interface_{action}.succeeded")
+
+
+def _undone(event, actor) -> Operation:
+    operation = undo_request(event, actor, "web")
+    finished = run_to_end(operation.pk)
+    assert finished.status == OperationStatus.SUCCEEDED, finished.error
+    return finished
+
+
+def _config_interface(demo_uri, mac: str) -> str:
+    """The <interface> of build01's config on the host with `mac`, '' when there is none."""
+    root = etree.fromstring(client.connect(demo_uri).lookupByName("build01").XMLDesc(0).encode())
+    found = [i for i in root.iter("interface") if i.find("mac").get("address") == mac]
+    return etree.tostring(found[0], encoding="unicode").replace('"', "'") if found else ""
+
+
+def test_an_interface_added_to_a_guest_is_undone_by_removing_it(demo_host, admin, demo_uri):
+    event = _interface_event(_build01(demo_host), admin, "add", {"source": "default", "mac": "52:54:00:77:00:09"})
+    plan = undo_plan(event)
+    assert (plan.action, plan.mac, plan.scope) == ("remove", "52:54:00:77:00:09", "config")
+    assert "52:54:00:77:00:09" in plan.interface.before_xml and plan.interface.after_xml == ""
+    finished = _undone(event, admin)
+    assert finished.kind == "guest.interface_remove" and finished.params["undoes"] == event.pk
+    assert finished.message.startswith(f"Undoes event #{event.pk}: ")
+    assert _config_interface(demo_uri, "52:54:00:77:00:09") == ""
+    assert _config_interface(demo_uri, BUILD01_MAC)  # the other NIC stays
+
+
+def test_an_interface_removed_from_a_guest_is_added_back_with_its_settings(demo_host, admin, demo_uri):
+    _interface_event(_build01(demo_host), admin, "update", {"portgroup": "", "link": "down", "model": "e1000"},
+                     mac=BUILD01_MAC)  # fmt: skip
+    event = _interface_event(_build01(demo_host), admin, "remove", {}, mac=BUILD01_MAC)
+    plan = undo_plan(event)
+    assert plan.action == "add"
+    assert plan.values == {"source_type": "network", "source": "routed", "model": "e1000", "mac": BUILD01_MAC,
+                           "link": "down", "scope": "config"}  # fmt: skip
+    _undone(event, admin)
+    back = _config_interface(demo_uri, BUILD01_MAC)
+    assert "<source network='routed'/>" in back and "<model type='e1000'/>" in back
+    assert "<link state='down'/>" in back
+
+
+def test_an_interface_update_is_undone_by_putting_the_old_values_back(demo_host, admin, demo_uri):
+    moved = {"source": "default", "portgroup": "dev", "model": "rtl8139"}
+    event = _interface_event(_build01(demo_host), admin, "update", moved, mac=BUILD01_MAC)
+    plan = undo_plan(event)
+    assert plan.action == "update" and plan.values["source"] == "routed" and plan.values["model"] == "virtio"
+    assert "rtl8139" in plan.interface.before_xml and "virtio" in plan.interface.after_xml
+    _undone(event, admin)
+    back = _config_interface(demo_uri, BUILD01_MAC)
+    assert "<source network='routed'/>" in back and "<model type='virtio'/>" in back and "portgroup" not in back
+
+
+def test_an_interface_changed_since_the_event_is_not_undone(demo_host, admin):
+    event = _interface_event(_build01(demo_host), admin, "update", {"model": "e1000"}, mac=BUILD01_MAC)
+    _interface_event(_build01(demo_host), admin, "update", {"link": "down"}, mac=BUILD01_MAC)
+    before = Operation.objects.count()
+    with pytest.raises(UndoImpossible, match="has changed since this event"):
+        undo_request(event, admin, "web")
+    assert Operation.objects.count() == before
+
+
+def test_an_interface_removed_since_is_not_updated_back(demo_host, admin):
+    event = _interface_event(_build01(demo_host), admin, "update", {"model": "e1000"}, mac=BUILD01_MAC)
+    _interface_event(_build01(demo_host), admin, "remove", {}, mac=BUILD01_MAC)
+    with pytest.raises(UndoImpossible, match="no longer has the interface"):
+        undo_plan(event)
+
+
+def test_an_interface_change_of_a_guest_gone_since_is_not_undone(demo_host, admin):
+    event = _interface_event(_build01(demo_host), admin, "add", {"source": "default"})
+    _build01(demo_host).delete()  # as a sync leaves it once the guest is undefined
+    with pytest.raises(UndoImpossible, match="build01 is no longer on demo"):
+        undo_plan(event)
+
+
+WEB01_MAC = "52:54:00:0a:00:11"
+
+
+def _web01_link_down_event(demo_host, admin, scope: str) -> AuditEvent:
+    """web01's link set down, recorded as the real daemon's run records it (the test driver
+    cannot change a running guest): the operation, its outcome event, and the mirror after it."""
+    web01 = Guest.objects.get(host=demo_host, name="web01")
+    operation = Operation.objects.create(
+        kind="guest.interface_update", host=demo_host, host_name="demo", target_name="web01", lock_key="x",
+        params={"mac": WEB01_MAC, "scope": scope, "changes": {"link": "down"}}, status=OperationStatus.SUCCEEDED,
+    )  # fmt: skip
+    root = etree.fromstring(web01.xml.encode())
+    interface = [i for i in root.iter("interface") if i.find("mac").get("address") == WEB01_MAC][0]
+    etree.SubElement(interface, "link", state="down")
+    after = etree.tostring(root, encoding="unicode")
+    event = audit_record(action="guest.interface_update.succeeded", source="web", object_type="guest",
+                         object_name="web01", host=demo_host, operation=operation, before_xml=web01.xml,
+                         after_xml=after, actor=admin)  # fmt: skip
+    if scope != "config":
+        Guest.objects.filter(pk=web01.pk).update(xml=after)
+    return event
+
+
+def test_a_running_guests_interface_change_is_undone_on_the_running_guest_and_its_config(demo_host, admin):
+    event = _web01_link_down_event(demo_host, admin, "both")
+    plan = undo_plan(event)
+    assert (plan.action, plan.scope, plan.values) == ("update", "both", {"link": "", "scope": "both"})
+    assert "down" in plan.interface.before_xml and "down" not in plan.interface.after_xml
+    operation = undo_request(event, admin, "web", "link back up")
+    assert operation.kind == "guest.interface_update" and operation.params["scope"] == "both"
+    assert operation.params["changes"] == {"link": ""} and operation.params["undoes"] == event.pk
+    assert operation.message == f"Undoes event #{event.pk}: link back up"
+    with pytest.raises(UndoImpossible, match="already waiting or running"):
+        undo_request(event, admin, "web")
+
+
+@pytest.mark.parametrize(
+    ("interface", "says"),
+    [
+        ("<interface type='user'><mac address='52:54:00:77:00:0c'/></interface>", "a user interface"),
+        ("<interface type='network'><mac address='52:54:00:77:00:0c'/><source network='default'/></interface>",
+         "had no model"),
+        ("<interface type='network'><mac address='52:54:00:77:00:0c'/><source network='default'/>"
+         "<model type='virtio'/><bandwidth><inbound average='100' floor='50'/></bandwidth></interface>",
+         "inbound floor"),
+    ],
+)  # fmt: skip
+def test_a_removed_interface_kvmweb_cannot_add_back_as_it_was_is_refused(demo_host, admin, interface, says):
+    web01 = Guest.objects.get(host=demo_host, name="web01")
+    root = etree.fromstring(web01.xml.encode())
+    root.find("devices").append(etree.fromstring(interface))
+    operation = Operation.objects.create(
+        kind="guest.interface_remove", host=demo_host, host_name="demo", target_name="web01", lock_key="x",
+        params={"mac": "52:54:00:77:00:0c", "scope": "both"}, status=OperationStatus.SUCCEEDED,
+    )  # fmt: skip
+    event = audit_record(action="guest.interface_remove.succeeded", source="web", object_type="guest",
+                         object_name="web01", host=demo_host, operation=operation,
+                         before_xml=etree.tostring(root, encoding="unicode"), after_xml=web01.xml)  # fmt: skip
+    with pytest.raises(UndoImpossible, match=says):
+        undo_plan(event)
+
+
+def test_a_config_only_change_of_a_running_guest_is_refused_with_the_reason(demo_host, admin):
+    event = _web01_link_down_event(demo_host, admin, "config")
+    with pytest.raises(UndoImpossible, match="persistent config of web01 while it runs"):
+        undo_plan(event)
+
+
+def test_an_operator_may_undo_an_interface_change_and_a_viewer_may_not(demo_host, admin, operator, demo_uri):
+    event = _interface_event(_build01(demo_host), admin, "add", {"source": "default", "mac": "52:54:00:77:00:0a"})
+    viewer = UserFactory(username="vera", role="viewer")
+    assert undo_offered(event, viewer)[0] is None
+    with pytest.raises(PermissionDenied):
+        undo_request(event, viewer, "web")
+    assert AuditEvent.objects.filter(action="network.undo.denied", actor=viewer, object_name="build01").exists()
+    assert undo_offered(event, operator)[0] is not None
+    _undone(event, operator)
+    assert _config_interface(demo_uri, "52:54:00:77:00:0a") == ""

@@ -7,7 +7,8 @@ from django.urls import reverse
 
 from networks.choices import OperationStatus
 from networks.hypervisor import client as libvirt_client
-from networks.models import AuditEvent, Network, Operation
+from networks.models import AuditEvent, Guest, Network, Operation
+from networks.services.interfaces import guest_interface_request
 from networks.services.netupdate import network_request_update
 from networks.services.operations import operation_run
 from networks.services.permissions import role_set
@@ -154,3 +155,27 @@ def test_an_event_of_a_host_outside_the_scope_does_not_exist(event):
 def test_an_unknown_event_is_a_404(logged_in, db, pk):
     assert logged_in.get(f"/audit/{pk}/undo/").status_code == 404
     assert logged_in.post(f"/audit/{pk}/undo/", {}).status_code == 404
+
+
+def test_a_guest_interface_change_is_undone_from_its_page_and_the_pages_link_both_ways(logged_in, demo_host, admin,
+                                                                                       demo_uri):  # fmt: skip
+    build01 = Guest.objects.select_related("host").get(host=demo_host, name="build01")
+    values = {"source": "default", "mac": "52:54:00:77:00:0b"}
+    added = guest_interface_request(action="add", guest=build01, values=values, actor=admin, source="web")
+    assert operation_run(added.pk).status == OperationStatus.SUCCEEDED
+    event = AuditEvent.objects.get(operation=added, action="guest.interface_add.succeeded")
+    page = logged_in.get(event.get_absolute_url()).content.decode()
+    assert "Undo this change" in page and _confirm_url(event) in page
+    plan = logged_in.get(_confirm_url(event)).content.decode()
+    assert "Remove interface 52:54:00:77:00:0b from build01 (config)" in plan and "52:54:00:77:00:0b" in plan
+    response = logged_in.post(_confirm_url(event), {"message": ""})
+    operation = Operation.objects.get(kind="guest.interface_remove")
+    assert response.status_code == 302 and response["Location"] == operation.get_absolute_url()
+    assert operation_run(operation.pk).status == OperationStatus.SUCCEEDED
+    assert "52:54:00:77:00:0b" not in libvirt_client.connect(demo_uri).lookupByName("build01").XMLDesc(0)
+    operation_page = logged_in.get(operation.get_absolute_url()).content.decode()
+    assert f"Undoes event #{event.pk}" in operation_page and event.get_absolute_url() in operation_page
+    outcome = AuditEvent.objects.get(operation=operation, action="guest.interface_remove.succeeded")
+    assert f"Undoes event #{event.pk}" in logged_in.get(outcome.get_absolute_url()).content.decode()
+    undone_page = logged_in.get(event.get_absolute_url()).content.decode()
+    assert operation.get_absolute_url() in undone_page and "Undo this change" not in undone_page

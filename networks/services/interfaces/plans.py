@@ -265,23 +265,36 @@ def _source_text(settings: InterfaceSettings) -> str:
 
 
 def guest_interface_request(
-    *, action: str, guest: Guest, values, actor, source: str, mac: str = "", message: str = ""
+    *,
+    action: str,
+    guest: Guest,
+    values,
+    actor,
+    source: str,
+    mac: str = "",
+    message: str = "",
+    undoes: int | None = None,
 ) -> Operation:
     """Authorize, check, and queue the Operation that makes the change. The check and the
-    Operation are one transaction under the MAC lock: two requests for one MAC cannot both pass."""
+    Operation are one transaction under the MAC lock: two requests for one MAC cannot both pass.
+    `undoes`: the audit event this change undoes (kept in the params, which the pages link)."""  # fmt: skip
     authorize(actor=actor, action=ACTIONS[action], host=guest.host, source=source, object_name=guest.name)
     with transaction.atomic():
         if action == ADD:
             macs.lock_macs(guest.host)
-        return _request(action, guest, values, actor, source, mac, message)
+        return _request(action, guest, values, actor, source, mac, message, undoes)
 
 
-def _request(action: str, guest: Guest, values, actor, source: str, mac: str, message: str) -> Operation:
+def _request(
+    action: str, guest: Guest, values, actor, source: str, mac: str, message: str, undoes: int | None = None
+) -> Operation:
     plan = interface_plan(action=action, guest=guest, values=values, mac=mac, actor=actor)
     params = {
         "mac": plan.mac, "scope": plan.scope, "summary": plan.summary, "replug": plan.replug,
         "warnings": list(plan.warnings),  # what the preview warned of, kept with the operation
     }  # fmt: skip
+    if undoes is not None:
+        params["undoes"] = undoes
     if action == ADD:
         params["interface_xml"] = plan.after_xml
     elif action == UPDATE:
