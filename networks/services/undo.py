@@ -62,7 +62,10 @@ from .xmledit import (
     _same_any,
     _same_identity,
     analyse,
+    apply_live_update,
     network_define_run,
+    restore_if_lost,
+    scope_xml,
 )
 
 # The kinds whose outcome events hold a network's XML before and after a config change.
@@ -662,7 +665,7 @@ def undo_request_planned(event: AuditEvent, actor, source: str, message: str = "
         else:
             operation = network_operation_request(
                 kind=OperationKind.NETWORK_UNDO, network=plan.network, actor=actor, source=source, params=params,
-                message=undo_message(event.pk, message), before_xml=_scope_xml(plan.network, plan.scope),
+                message=undo_message(event.pk, message), before_xml=scope_xml(plan.network, plan.scope),
             )  # fmt: skip
     return operation, plan
 
@@ -671,11 +674,6 @@ def _refuse_if_pending(event: AuditEvent) -> None:
     pending = Operation.objects.filter(status__in=ACTIVE_STATUSES, params__undoes=event.pk).first()
     if pending is not None:
         raise UndoImpossible(f"An undo of this event is already waiting or running (operation #{pending.pk}).")
-
-
-def _scope_xml(state, scope: str) -> str:
-    """The XML an undo of `scope` changes, and records: the running one, else the persistent one."""
-    return state.live_xml if scope == "live" else (state.inactive_xml or state.live_xml)
 
 
 def undo_message(event_id: int, message: str = "") -> str:
@@ -705,7 +703,7 @@ def _replan_on_host(operation: Operation, progress: Progress) -> str:
         params = {**operation.params, "xml": plan.target_xml, "new_xml": plan.target_xml}
         Operation.objects.filter(pk=operation.pk).update(params=params)  # before any change: recovery reads it
         operation.params = params
-    return _scope_xml(fresh, plan.scope)
+    return scope_xml(fresh, plan.scope)
 
 
 def _how(method: str, scope: str) -> str:
@@ -718,7 +716,7 @@ def _entries_run(operation: Operation, progress: Progress) -> Outcome:
     scope = undo_scope(operation.params)
     updater = hv_updates.NetworkUpdater(host_connection(operation.host), operation.target_name, scope)
     before = updater.read()
-    analysis = analyse(_scope_xml(before, scope), operation.params["xml"])
+    analysis = analyse(scope_xml(before, scope), operation.params["xml"])
     if not analysis.live_possible:
         raise OperationRejected("The network changed since the request: this undo now needs a restart.")
     done = []
@@ -727,7 +725,7 @@ def _entries_run(operation: Operation, progress: Progress) -> Outcome:
             progress.step(10 + int(80 * number / len(analysis.live_updates)), f"{update.command} {update.section}")
             guard.touch()
             try:
-                _apply_entry(updater, progress, update, scope)
+                apply_live_update(updater, progress, update, scope)
             except HypervisorError as error:
                 raise PartlyFailed(
                     f"Stopped at {update.command} {update.section}: {error}", {"applied": done}
@@ -735,37 +733,8 @@ def _entries_run(operation: Operation, progress: Progress) -> Outcome:
             done.append(f"{update.command} {update.section}")
     after = updater.read()
     mirror_network(operation.host, after)
-    return Outcome({"applied": done, "scope": scope}, before_xml=_scope_xml(before, scope),
-                   after_xml=_scope_xml(after, scope))  # fmt: skip
-
-
-def _apply_entry(updater: hv_updates.NetworkUpdater, progress: Progress, update: LiveUpdate, scope: str) -> None:
-    if update.command != "replace":
-        updater.apply(command=update.command, section=update.section, fragment=update.fragment,
-                      parent_index=update.parent_index)  # fmt: skip
-        return
-    # Recorded first: a worker killed between the delete and the add leaves what to put back.
-    progress.checkpoint(replacing=asdict(update))
-    updater.apply(command="delete", section=update.section, fragment=update.old_fragment,
-                  parent_index=update.parent_index)  # fmt: skip
-    try:
-        updater.apply(command="add-last", section=update.section, fragment=update.fragment,
-                      parent_index=update.parent_index)  # fmt: skip
-    except HypervisorError:
-        _put_back_if_lost(updater, update, scope)
-        raise
-    progress.checkpoint(replacing=None)
-
-
-def _put_back_if_lost(updater: hv_updates.NetworkUpdater, update: LiveUpdate, scope: str) -> bool:
-    """Add the old entry back when neither it nor its new version is in the XML of the scope."""
-    root = xml.without_runtime_state(_scope_xml(updater.read(), scope))
-    present = {entry_key(element, root)[1] for _section, path in LIVE_SECTIONS for element in root.findall(path)}
-    if {_canonical(_element(update.old_fragment)), _canonical(_element(update.fragment))} & present:
-        return False
-    updater.apply(command="add-last", section=update.section, fragment=update.old_fragment,
-                  parent_index=update.parent_index)  # fmt: skip
-    return True
+    return Outcome({"applied": done, "scope": scope}, before_xml=scope_xml(before, scope),
+                   after_xml=scope_xml(after, scope))  # fmt: skip
 
 
 def _recover_entries(operation: Operation, progress: Progress) -> Outcome:
@@ -774,14 +743,14 @@ def _recover_entries(operation: Operation, progress: Progress) -> Outcome:
     scope = undo_scope(operation.params)
     updater = hv_updates.NetworkUpdater(host_connection(operation.host), operation.target_name, scope)
     replacing = operation.checkpoint.get("replacing")
-    restored = bool(replacing) and _put_back_if_lost(updater, LiveUpdate(**replacing), scope)
+    restored = bool(replacing) and restore_if_lost(updater, LiveUpdate(**replacing), scope)
     after = updater.read()
     mirror_network(operation.host, after)
-    done = analyse(_scope_xml(after, scope), operation.params["xml"]).unchanged
+    done = analyse(scope_xml(after, scope), operation.params["xml"]).unchanged
     what = "the undo is on the host" if done else "the undo is only partly on the host"
     if restored:
         what = f"an entry it had deleted to change was put back; {what}"
-    return Outcome({"recovery": what, "completed": done}, after_xml=_scope_xml(after, scope))
+    return Outcome({"recovery": what, "completed": done}, after_xml=scope_xml(after, scope))
 
 
 RUNS = {"live": _entries_run, "restart": network_restart_run, "define": network_define_run, "create": _redefine_run}

@@ -225,7 +225,7 @@ def _recover_xml_live(operation: Operation, progress: Progress) -> Outcome:
     conn = host_connection(operation.host)
     updater = hv_updates.NetworkUpdater(conn, operation.target_name, "both")
     replacing = operation.checkpoint.get("replacing")
-    restored = bool(replacing) and _restore_if_lost(updater, LiveUpdate(**replacing))
+    restored = bool(replacing) and restore_if_lost(updater, LiveUpdate(**replacing))
     after = updater.read()
     mirror_network(operation.host, after)
     done = analyse(after.inactive_xml, operation.params["xml"]).unchanged
@@ -250,7 +250,7 @@ def network_xml_live_run(operation: Operation, progress: Progress) -> Outcome:
             progress.step(10 + int(80 * number / len(analysis.live_updates)), f"{update.command} {update.section}")
             guard.touch()
             try:
-                _apply(updater, progress, update)
+                apply_live_update(updater, progress, update)
             except HypervisorError as error:
                 raise PartlyFailed(
                     f"Stopped at {update.command} {update.section}: {error}", {"applied": done}
@@ -261,7 +261,11 @@ def network_xml_live_run(operation: Operation, progress: Progress) -> Outcome:
     return Outcome({"applied": done}, before_xml=before.inactive_xml, after_xml=after.inactive_xml)
 
 
-def _apply(updater: hv_updates.NetworkUpdater, progress: Progress, update: LiveUpdate) -> None:
+def apply_live_update(
+    updater: hv_updates.NetworkUpdater, progress: Progress, update: LiveUpdate, scope: str = "both"
+) -> None:
+    """One net-update entry; a replace is a delete then an add, with the old entry put back
+    if the add fails. `scope` is the updater's: the config whose XML says what is present."""
     if update.command != "replace":
         updater.apply(
             command=update.command, section=update.section, fragment=update.fragment, parent_index=update.parent_index
@@ -275,14 +279,19 @@ def _apply(updater: hv_updates.NetworkUpdater, progress: Progress, update: LiveU
         updater.apply(command="add-last", section=update.section, fragment=update.fragment,
                       parent_index=update.parent_index)  # fmt: skip
     except HypervisorError:
-        _restore_if_lost(updater, update)
+        restore_if_lost(updater, update, scope)
         raise
     progress.checkpoint(replacing=None)
 
 
-def _restore_if_lost(updater: hv_updates.NetworkUpdater, update: LiveUpdate) -> bool:
-    """Add the old entry back when neither it nor its new version is on the network."""
-    root = xml.without_runtime_state(updater.read().inactive_xml)
+def scope_xml(state, scope: str) -> str:
+    """The XML a change of `scope` works on: the running one for "live", else the persistent one."""
+    return state.live_xml if scope == "live" else (state.inactive_xml or state.live_xml)
+
+
+def restore_if_lost(updater: hv_updates.NetworkUpdater, update: LiveUpdate, scope: str = "both") -> bool:
+    """Add the old entry back when neither it nor its new version is in the XML of the scope."""
+    root = xml.without_runtime_state(scope_xml(updater.read(), scope))
     present = {key[1] for _section, path in LIVE_SECTIONS for key in _entries(root, path)}
     if {_canonical(update.old_fragment), _canonical(update.fragment)} & present:
         return False
